@@ -1,0 +1,226 @@
+"""merforge.toml: one validated configuration object, loaded in one place and passed down.
+
+`load_config(path)` reads and validates the file; every error names the key, the bad
+value and what is allowed. `DEFAULT_CONFIG_TOML` is the commented file `merforge init`
+writes; it parses to exactly the defaults below (a test checks that).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from merforge.errors import ConfigError
+
+CONFIG_FILENAME = "merforge.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StoreConfig(_Section):
+    database_url: str = Field(
+        "",
+        description="SQLAlchemy URL; empty means SQLite at <workspace>/merforge.db",
+    )
+
+
+class IngestConfig(_Section):
+    video_extensions: tuple[str, ...] = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ts")
+    audio_extensions: tuple[str, ...] = (".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus", ".wma")
+
+
+class DecodeConfig(_Section):
+    working_width: int = Field(640, ge=64, le=3840, description="width in pixels of the frames handed to consumers")
+    threads: int = Field(0, ge=0, le=64, description="decoder threads; 0 lets FFmpeg choose")
+
+
+class ShotsConfig(_Section):
+    detector: Literal["content", "adaptive", "histogram"] = "content"
+    content_threshold: float = Field(27.0, gt=0)
+    adaptive_threshold: float = Field(3.0, gt=0)
+    histogram_threshold: float = Field(0.05, gt=0, lt=1)
+    histogram_bins: int = Field(256, ge=8, le=256)
+    min_shot_frames: int = Field(15, ge=1, description="shortest shot in frames (PySceneDetect min_scene_len)")
+
+
+class KeyframesConfig(_Section):
+    method: Literal["frame_difference", "orb", "optical_flow"] = "frame_difference"
+    candidate_fps: float = Field(2.0, gt=0, le=30, description="candidate frames per second of video")
+    per_clip: int = Field(3, ge=1, le=32, description="key frames kept per clip")
+    jpeg_quality: int = Field(90, ge=30, le=100)
+
+
+class VadConfig(_Section):
+    threshold: float = Field(0.5, gt=0, lt=1)
+    min_speech_ms: int = Field(250, ge=0)
+    min_silence_ms: int = Field(100, ge=0)
+    speech_pad_ms: int = Field(30, ge=0)
+
+
+class PlannerConfig(_Section):
+    mode: Literal["speech", "shots", "both"] = "both"
+    min_length: float = Field(1.0, gt=0, description="seconds")
+    max_length: float = Field(15.0, gt=0, description="seconds")
+    padding: float = Field(0.25, ge=0, description="seconds added around speech")
+    merge_gap: float = Field(0.6, ge=0, description="speech segments closer than this many seconds are merged")
+
+    @model_validator(mode="after")
+    def _lengths_ordered(self) -> "PlannerConfig":
+        if self.min_length >= self.max_length:
+            raise ValueError(
+                f"planner.min_length ({self.min_length}) must be smaller than planner.max_length ({self.max_length})"
+            )
+        return self
+
+
+class Config(_Section):
+    store: StoreConfig = StoreConfig()
+    ingest: IngestConfig = IngestConfig()
+    decode: DecodeConfig = DecodeConfig()
+    shots: ShotsConfig = ShotsConfig()
+    keyframes: KeyframesConfig = KeyframesConfig()
+    vad: VadConfig = VadConfig()
+    planner: PlannerConfig = PlannerConfig()
+
+    def section_hash(self, *sections: str) -> str:
+        """A short stable hash of the named sections: a stage whose hash is unchanged is skipped."""
+        payload = {name: getattr(self, name).model_dump(mode="json") for name in sections}
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        return digest[:16]
+
+    def sampling_hash(self) -> str:
+        return self.section_hash("decode", "shots", "keyframes", "vad", "planner")
+
+
+def _allowed(field_info: Any) -> str:
+    """Human wording of what a field allows, for error messages."""
+    parts = []
+    annotation = getattr(field_info, "annotation", None)
+    literal_args = getattr(annotation, "__args__", None)
+    if getattr(annotation, "__origin__", None) is Literal and literal_args:
+        parts.append("one of " + ", ".join(repr(a) for a in literal_args))
+    for meta in getattr(field_info, "metadata", []):
+        for attr, word in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+            if hasattr(meta, attr):
+                parts.append(f"{word} {getattr(meta, attr)}")
+    return " and ".join(parts)
+
+
+def _field_for(loc: tuple[Any, ...]) -> Any:
+    model: Any = Config
+    field = None
+    for part in loc:
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return None
+        field = fields[part]
+        model = field.annotation
+    return field
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for item in error.errors():
+        loc = tuple(p for p in item["loc"] if not isinstance(p, int))
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        value = item.get("input")
+        if item["type"] == "extra_forbidden":
+            parent = _field_for(loc[:-1]) if len(loc) > 1 else None
+            model = parent.annotation if parent is not None else Config
+            allowed = ", ".join(getattr(model, "model_fields", {}))
+            lines.append(f"  {key}: unknown key; allowed keys here: {allowed}")
+            continue
+        field = _field_for(loc)
+        allowed = _allowed(field) if field is not None else ""
+        message = item["msg"].removeprefix("Value error, ")
+        line = f"  {key} = {value!r}: {message}"
+        if allowed and allowed not in line:
+            line += f" (allowed: {allowed})"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], source: str = "configuration") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, source)) from None
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate merforge.toml. Raises ConfigError naming the key, value and what is allowed."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"no {CONFIG_FILENAME} at {path}; create one with `merforge init {path.parent}`") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    return parse_config(data, str(path))
+
+
+DEFAULT_CONFIG_TOML = """\
+# merforge workspace configuration. Every key is optional; the values shown are the defaults.
+# `merforge status` validates this file; errors name the key, the bad value and what is allowed.
+
+[store]
+# SQLAlchemy URL of the shared database. Empty: SQLite (WAL mode) at <workspace>/merforge.db.
+# For a team: "postgresql+psycopg://user@host:5432/merforge"
+database_url = ""
+
+[ingest]
+# File endings picked up when a folder is ingested (recursively).
+video_extensions = [".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ts"]
+audio_extensions = [".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus", ".wma"]
+
+[decode]
+# Every video is decoded ONCE; consumers (shot detection, key frames) get frames of this width.
+working_width = 640
+# Decoder threads; 0 lets FFmpeg choose.
+threads = 0
+
+[shots]
+# PySceneDetect detector: "content" (default), "adaptive" or "histogram".
+detector = "content"
+content_threshold = 27.0
+adaptive_threshold = 3.0
+histogram_threshold = 0.05
+histogram_bins = 256
+# Shortest shot in frames (PySceneDetect's min_scene_len).
+min_shot_frames = 15
+
+[keyframes]
+# How key frames of a clip are made diverse: "frame_difference", "orb" or "optical_flow".
+method = "frame_difference"
+# Candidate frames per second of video; key frames are chosen among them.
+candidate_fps = 2.0
+per_clip = 3
+jpeg_quality = 90
+
+[vad]
+# silero-vad speech probability threshold and segment shaping (milliseconds).
+threshold = 0.5
+min_speech_ms = 250
+min_silence_ms = 100
+speech_pad_ms = 30
+
+[planner]
+# "speech": clips around speech; "shots": one clip per shot; "both": speech clips that never
+# cross a cut, plus the shots without speech as visual-only clips.
+mode = "both"
+# Seconds.
+min_length = 1.0
+max_length = 15.0
+padding = 0.25
+merge_gap = 0.6
+"""

@@ -1,0 +1,134 @@
+"""Records passed between stages, defined once.
+
+Times are seconds from the start of the source file; sizes are bytes; rates are Hz.
+Later stages add their own records here (Transcript, Annotation, ...).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Provenance(_Record):
+    """Which code and model produced a record, with which config, and when."""
+
+    backend: str
+    model: str = ""
+    version: str = ""
+    config_hash: str = ""
+    created_at: datetime = Field(default_factory=utc_now)
+
+
+class SourceStatus(StrEnum):
+    OK = "ok"
+    UNUSABLE = "unusable"  # probed and rejected, with a reason
+
+
+class VideoInfo(_Record):
+    codec: str
+    width: int
+    height: int
+    fps: float
+    frames: int | None = None
+    duration: float | None = None
+
+
+class AudioInfo(_Record):
+    codec: str
+    sample_rate: int
+    channels: int
+    duration: float | None = None
+
+
+class MediaInfo(_Record):
+    """What probing a file found; durations in seconds."""
+
+    container: str
+    duration: float
+    video: VideoInfo | None = None
+    audio: AudioInfo | None = None
+
+    @property
+    def kind(self) -> str:
+        if self.video and self.audio:
+            return "audio+video"
+        return "video" if self.video else "audio"
+
+
+class Source(_Record):
+    """One input media file. `id` is the sha256 of its bytes, so a moved file keeps its id."""
+
+    id: str
+    path: str
+    size_bytes: int
+    mtime: float
+    status: SourceStatus
+    reason: str = ""
+    media: MediaInfo | None = None
+    license: str = ""
+    consent: str = ""
+    speaker: str = ""
+    group: str = ""
+    extra: dict[str, str] = Field(default_factory=dict)
+    ingested_at: datetime = Field(default_factory=utc_now)
+
+
+class KeyFrame(_Record):
+    time: float  # presentation time of the frame, seconds
+    path: str  # relative to the workspace
+
+
+class ClipOrigin(StrEnum):
+    SPEECH = "speech"  # speech segment (audio-only files, or speech inside one shot)
+    SHOT = "shot"  # a shot with no speech in it, or any shot in "shots" mode
+    SPEECH_IN_SHOT = "speech+shot"  # speech segment cut at a shot boundary
+
+
+class Clip(_Record):
+    id: str
+    source_id: str
+    start: float
+    end: float
+    origin: ClipOrigin
+    keyframes: tuple[KeyFrame, ...] = ()
+    provenance: Provenance
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+def clip_id(source_id: str, start: float, end: float) -> str:
+    """Content-derived clip id: the same source range always gets the same id."""
+    key = f"{source_id}:{round(start * 1000)}:{round(end * 1000)}"
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+class StageState(StrEnum):
+    DONE = "done"
+    FAILED = "failed"
+
+
+class StageStatus(_Record):
+    """The outcome of one stage on one item (a source or a clip)."""
+
+    item_id: str
+    stage: str
+    state: StageState
+    reason: str = ""
+    config_hash: str = ""
+    details: dict[str, Any] = Field(default_factory=dict)
+    updated_at: datetime = Field(default_factory=utc_now)

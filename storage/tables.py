@@ -1,0 +1,71 @@
+"""Relational tables of the store (SQLAlchemy Core). Alembic migrations create them.
+
+JSON columns hold nested record parts (media info, key frames, provenance); the
+columns that queries filter on are real columns.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+sources = Table(
+    "sources",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("path", Text, nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("mtime", Float, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("media", JSON, nullable=True),
+    Column("license", Text, nullable=False, default=""),
+    Column("consent", Text, nullable=False, default=""),
+    Column("speaker", Text, nullable=False, default=""),
+    Column("group_name", Text, nullable=False, default=""),
+    Column("extra", JSON, nullable=False),
+    Column("ingested_at", DateTime(timezone=True), nullable=False),
+)
+
+# Unusable files have no usable content hash worth trusting for identity across moves,
+# but they are recorded by path so a re-run reports them without re-probing.
+Index("ix_sources_path", sources.c.path)
+
+clips = Table(
+    "clips",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("source_id", String(64), ForeignKey("sources.id", ondelete="CASCADE"), nullable=False),
+    Column("start_s", Float, nullable=False),
+    Column("end_s", Float, nullable=False),
+    Column("origin", String(16), nullable=False),
+    Column("keyframes", JSON, nullable=False),
+    Column("provenance", JSON, nullable=False),
+)
+Index("ix_clips_source", clips.c.source_id, clips.c.start_s)
+
+stage_status = Table(
+    "stage_status",
+    metadata,
+    Column("item_id", String(64), primary_key=True),
+    Column("stage", String(32), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("config_hash", String(32), nullable=False, default=""),
+    Column("details", JSON, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_stage_status_stage", stage_status.c.stage, stage_status.c.state)
