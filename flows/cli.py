@@ -1,2 +1,287 @@
-def main():
-    print("hi")
+"""The `merforge` command line.
+
+    merforge init DIR            create a workspace with a commented merforge.toml
+    merforge ingest PATH...      add media files, folders or a manifest CSV
+    merforge sample              cut sources into clips with key frames (one decode pass each)
+    merforge status [--json]     counts per stage, failures with their reasons
+    merforge export              clips as JSONL
+    merforge demo                all of the above on the bundled samples, offline
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from merforge import __version__
+from merforge.errors import MerforgeError
+
+app = typer.Typer(
+    name="merforge",
+    help="Build multimodal emotion-recognition datasets: raw video in, clips with key frames out "
+    "(later stages: preprocessing, annotator agents, judge, review UI, releases).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+WorkspaceOption = Annotated[
+    Path,
+    typer.Option("--workspace", "-w", envvar="MERFORGE_WORKSPACE", help="Workspace folder (made by `merforge init`)."),
+]
+EngineOption = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="'prefect' runs the stage as a Prefect flow (retries, artifacts, UI); "
+        "'library' calls the same library functions directly (no Prefect server start).",
+    ),
+]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _prefect_environment() -> None:
+    # The embedded Prefect server takes 20-35 s to start on a small machine; the
+    # default 20 s timeout fails there.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # merforge runs offline; Prefect's telemetry heartbeat also races its own SQLite file.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def _fail(error: Exception) -> None:
+    err_console.print(f"[bold red]error:[/] {error}")
+    raise typer.Exit(code=1)
+
+
+def _open(workspace: Path):
+    from merforge.storage.workspace import Workspace
+
+    return Workspace.open(workspace)
+
+
+def _check_engine(engine: str) -> None:
+    if engine not in ("prefect", "library"):
+        _fail(ValueError(f"--engine must be 'prefect' or 'library', not {engine!r}"))
+
+
+@app.command()
+def init(directory: Annotated[Path, typer.Argument(help="Folder to create (or reuse) as a workspace.")]) -> None:
+    """Create a workspace: the folder, a commented default merforge.toml and the database."""
+    from merforge.storage.workspace import Workspace
+
+    try:
+        workspace = Workspace.init(directory)
+    except MerforgeError as error:
+        _fail(error)
+    console.print(f"workspace ready at [bold]{workspace.root}[/]; edit {workspace.root / 'merforge.toml'} to configure")
+    workspace.close()
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Media files, folders (searched recursively) or manifest CSVs "
+                                                     "(columns: path, license, consent, speaker, group; extra columns kept).")],
+    workspace: WorkspaceOption = Path("."),
+    engine: EngineOption = "library",
+) -> None:
+    """Probe media and record it. Re-ingesting is a no-op; moved files are recognised; bad files get a reason."""
+    _check_engine(engine)
+    try:
+        ws = _open(workspace)
+        if engine == "prefect":
+            _prefect_environment()
+            from merforge.flows.sample_flow import ingest_flow
+
+            counts = ingest_flow(str(ws.root), [str(p) for p in paths])
+            report_items = None
+        else:
+            from merforge.flows.progress import RichProgress
+            from merforge.preprocess.ingest import ingest as run_ingest
+
+            with RichProgress(console, unit="items") as progress:
+                report = run_ingest(ws, paths, progress)
+            counts, report_items = report.counts, report.items
+    except MerforgeError as error:
+        _fail(error)
+    if report_items:
+        bad = [i for i in report_items if i.outcome in ("unusable", "missing", "duplicate", "moved")]
+        for item in bad:
+            console.print(f"  [yellow]{item.outcome}[/] {item.path}: {item.reason}")
+    console.print("ingest: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) if counts else "ingest: nothing found")
+
+
+@app.command()
+def sample(
+    workspace: WorkspaceOption = Path("."),
+    force: Annotated[bool, typer.Option("--force", help="Re-sample sources even if nothing changed.")] = False,
+    engine: EngineOption = "prefect",
+) -> None:
+    """Cut every usable source into clips with key frames: ONE decode pass per file feeds shot
+    detection, key-frame candidates and voice activity detection. Sources already sampled with
+    the same settings are skipped."""
+    _check_engine(engine)
+    from merforge.flows.progress import RichProgress
+
+    try:
+        ws = _open(workspace)
+        started = time.perf_counter()
+        with RichProgress(console) as progress:
+            if engine == "prefect":
+                _prefect_environment()
+                console.print("starting Prefect (the embedded server can take ~30 s on first start)...")
+                from merforge.flows import sample_flow as flows_module
+
+                flows_module.progress_bridge["progress"] = progress
+                try:
+                    summary = flows_module.sample_flow(str(ws.root), force)
+                finally:
+                    flows_module.progress_bridge.clear()
+            else:
+                from merforge.preprocess.sampling import sample_sources
+
+                report = sample_sources(ws, force=force, progress=progress)
+                summary = {"done": report.count("done"), "failed": report.count("failed"),
+                           "skipped": report.count("skipped"), "clips": sum(o.clips for o in report.outcomes)}
+        elapsed = time.perf_counter() - started
+    except MerforgeError as error:
+        _fail(error)
+    console.print(
+        f"sample: {summary['done']} sampled, {summary['skipped']} unchanged, {summary['failed']} failed, "
+        f"{summary['clips']} new clips in {elapsed:.1f} s"
+    )
+    if summary["failed"]:
+        console.print("see failures with: merforge status")
+
+
+def collect_status(ws) -> dict[str, Any]:
+    """Counts per stage and failures with reasons, as plain data (for --json)."""
+    from merforge.storage.records import SourceStatus, StageState
+
+    store = ws.store
+    sources = store.sources()
+    usable = [s for s in sources if s.status == SourceStatus.OK]
+    counts = store.stage_counts()
+    sample_counts = counts.get("sample", {})
+    sampled_ok = {s.item_id for s in store.statuses("sample", StageState.DONE) if s.config_hash == ws.config.sampling_hash()}
+    failures = [
+        {"stage": "ingest", "path": s.path, "reason": s.reason}
+        for s in sources if s.status == SourceStatus.UNUSABLE
+    ]
+    failures += [{"stage": st.stage, "path": st.details.get("path", st.item_id), "reason": st.reason}
+                 for st in store.statuses(state=StageState.FAILED)]
+    return {
+        "workspace": str(ws.root),
+        "database": ws.database_url if ws.config.store.database_url else "sqlite (merforge.db)",
+        "stages": {
+            "ingest": {"usable": len(usable), "unusable": len(sources) - len(usable),
+                       "failed": counts.get("ingest", {}).get("failed", 0)},
+            "sample": {"done": len(sampled_ok), "failed": sample_counts.get("failed", 0),
+                       "pending": len([s for s in usable if s.id not in sampled_ok]) - sample_counts.get("failed", 0)},
+        },
+        "clips": store.count_clips(),
+        "failures": failures,
+    }
+
+
+@app.command()
+def status(
+    workspace: WorkspaceOption = Path("."),
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Counts per stage and every failure with its reason."""
+    try:
+        ws = _open(workspace)
+        data = collect_status(ws)
+    except MerforgeError as error:
+        _fail(error)
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    table = Table(title=f"merforge workspace {data['workspace']}")
+    table.add_column("stage")
+    table.add_column("counts")
+    for stage, counts in data["stages"].items():
+        table.add_row(stage, ", ".join(f"{k} {v}" for k, v in counts.items()))
+    table.add_row("clips", str(data["clips"]))
+    console.print(table)
+    for failure in data["failures"]:
+        console.print(f"  [red]{failure['stage']} failed[/] {failure['path']}: {failure['reason']}")
+
+
+def clip_export_rows(ws) -> Any:
+    sources = {s.id: s for s in ws.store.sources()}
+    for clip in ws.store.iter_clips():
+        yield {
+            "id": clip.id,
+            "source_id": clip.source_id,
+            "source_path": sources[clip.source_id].path,
+            "start": round(clip.start, 3),
+            "end": round(clip.end, 3),
+            "origin": clip.origin.value,
+            "keyframes": [{"time": kf.time, "path": str(ws.root / kf.path)} for kf in clip.keyframes],
+        }
+
+
+@app.command()
+def export(
+    workspace: WorkspaceOption = Path("."),
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="JSONL file to write; default stdout.")] = None,
+) -> None:
+    """Write clips as JSONL: id, source path, start, end (s), key-frame paths and times, origin."""
+    try:
+        ws = _open(workspace)
+        rows = clip_export_rows(ws)
+        if output is None:
+            for row in rows:
+                sys.stdout.write(json.dumps(row) + "\n")
+            return
+        from merforge.storage.workspace import write_atomic
+
+        data = "".join(json.dumps(row) + "\n" for row in rows)
+        write_atomic(output, data.encode())
+    except MerforgeError as error:
+        _fail(error)
+    err_console.print(f"wrote {data.count(chr(10))} clips to {output}")
+
+
+@app.command()
+def demo(
+    directory: Annotated[Path, typer.Argument(help="Workspace folder for the demo.")] = Path("demo-workspace"),
+    samples: Annotated[Path, typer.Option(help="Folder of media (or a manifest CSV) to use.")] = ROOT / "samples" / "manifest.csv",
+    engine: EngineOption = "prefect",
+) -> None:
+    """Run merforge on the bundled samples, offline: init, ingest, sample, status, export."""
+    started = time.perf_counter()
+    init(directory)
+    ingest([samples], workspace=directory, engine="library")
+    sample(workspace=directory, force=False, engine=engine)
+    status(workspace=directory, as_json=False)
+    export(workspace=directory, output=directory / "clips.jsonl")
+    console.print(f"\n[bold]demo finished in {time.perf_counter() - started:.1f} s[/]")
+    console.print(f"  clips: {directory / 'clips.jsonl'}")
+    console.print(f"  key frames: {directory / 'keyframes'}")
+    console.print(f"  status: .venv/bin/merforge status -w {directory}")
+
+
+@app.callback(invoke_without_command=True)
+def _version(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        console.print(f"merforge {__version__}")
+        raise typer.Exit()
+
+
+def main() -> None:
+    app()
