@@ -15,7 +15,13 @@ from fractions import Fraction
 import cv2
 import numpy as np
 from scenedetect.common import FrameTimecode, Timecode
-from scenedetect.detectors import AdaptiveDetector, ContentDetector, HistogramDetector
+from scenedetect.detectors import (
+    AdaptiveDetector,
+    ContentDetector,
+    HashDetector,
+    HistogramDetector,
+    ThresholdDetector,
+)
 from scenedetect.scene_manager import compute_downscale_factor
 
 from merforge.preprocess.media import Frame
@@ -42,6 +48,10 @@ def make_detector(config: ShotsConfig):
         return HistogramDetector(
             threshold=config.histogram_threshold, bins=config.histogram_bins, min_scene_len=config.min_shot_frames
         )
+    if config.detector == "hash":
+        return HashDetector(threshold=config.hash_threshold, min_scene_len=config.min_shot_frames)
+    if config.detector == "threshold":
+        return ThresholdDetector(threshold=config.fade_threshold, min_scene_len=config.min_shot_frames)
     raise ValueError(f"unknown shot detector {config.detector!r}")
 
 

@@ -42,11 +42,13 @@ class DecodeConfig(_Section):
 
 
 class ShotsConfig(_Section):
-    detector: Literal["content", "adaptive", "histogram"] = "content"
+    detector: Literal["content", "adaptive", "histogram", "hash", "threshold"] = "content"
     content_threshold: float = Field(27.0, gt=0)
     adaptive_threshold: float = Field(3.0, gt=0)
     histogram_threshold: float = Field(0.05, gt=0, lt=1)
     histogram_bins: int = Field(256, ge=8, le=256)
+    hash_threshold: float = Field(0.35, gt=0, lt=1)
+    fade_threshold: float = Field(12.0, gt=0, lt=255, description="mean brightness below which a frame counts as black")
     min_shot_frames: int = Field(15, ge=1, description="shortest shot in frames (PySceneDetect min_scene_len)")
 
 
@@ -190,12 +192,15 @@ working_width = 640
 threads = 0
 
 [shots]
-# PySceneDetect detector: "content" (default), "adaptive" or "histogram".
+# PySceneDetect detector: "content" (default; hard cuts), "adaptive" (cuts, robust to camera
+# motion), "histogram" (luma histogram change), "hash" (perceptual hash) or "threshold" (fades to black).
 detector = "content"
 content_threshold = 27.0
 adaptive_threshold = 3.0
 histogram_threshold = 0.05
 histogram_bins = 256
+hash_threshold = 0.35
+fade_threshold = 12.0
 # Shortest shot in frames (PySceneDetect's min_scene_len).
 min_shot_frames = 15
 
