@@ -5,11 +5,18 @@ read. `decode_once` demuxes a file ONCE and streams each video frame (scaled to 
 working width, BGR) to every frame consumer and each block of audio (16 kHz mono
 float32) to every audio consumer, in the manner of PySceneDetect's SceneManager.
 Nothing holds the whole video or the whole audio track in memory.
+
+Decoding runs on the calling thread; frame consumers and audio consumers each run on
+a worker thread fed through a small bounded queue, so on a multi-core machine shot
+detection and voice activity detection overlap with decoding (FFmpeg, OpenCV and
+ONNX Runtime release the GIL). Consumers see frames and audio strictly in order.
 """
 
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import wave
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,13 +35,19 @@ from merforge.storage.records import AudioInfo, MediaInfo, VideoInfo
 AUDIO_RATE = 16_000
 # A stream that keeps failing is corrupt; stop there and keep what decoded.
 MAX_DECODE_ERRORS = 32
+# Frames waiting for the consumer thread; bounds memory (a 720p frame is ~1.4 MB).
+QUEUE_FRAMES = 8
+# Audio is handed to the consumer thread in blocks of this many samples (0.5 s), not per
+# codec frame (~23 ms), so thread hand-offs stay rare.
+AUDIO_BLOCK = AUDIO_RATE // 2
 
 
 class Frame:
     """One decoded video frame. `time` is seconds from the start of the file.
 
     Pixels are converted lazily and once: `native` (BGR at the coded size), `image`
-    (BGR at the working size) and `resized()` are computed when a consumer first asks.
+    (BGR at the working size), `resized()` and `sampled()` are computed when a consumer
+    first asks, so a consumer that needs few frames costs nothing on the others.
     """
 
     __slots__ = ("index", "pts", "time_base", "time", "native_size", "_av_frame", "_working_size", "_cache")
@@ -61,6 +74,16 @@ class Frame:
     def image(self) -> np.ndarray:
         """BGR uint8 at the working size."""
         return self.resized(*self._working_size, interpolation=cv2.INTER_AREA)
+
+    def sampled(self, width: int, height: int) -> np.ndarray:
+        """BGR uint8 at (width, height) by point sampling in swscale, straight from the
+        decoded YUV picture: about twice as fast as converting the full picture and
+        resizing, and for shot detection it matches OpenCV's INTER_LINEAR downscale
+        (PySceneDetect's) on its goldens (tests/test_shots.py)."""
+        key = (width, height, -2)
+        if key not in self._cache:
+            self._cache[key] = self._av_frame.to_ndarray(format="bgr24", width=width, height=height, interpolation="POINT")
+        return self._cache[key]
 
     def resized(self, width: int, height: int, interpolation: int = cv2.INTER_AREA) -> np.ndarray:
         """BGR uint8 at (width, height), scaled from the native picture with OpenCV."""
@@ -182,6 +205,55 @@ def working_size(width: int, height: int, working_width: int) -> tuple[int, int]
     return working_width - working_width % 2, max(2, int(round(height * scale / 2)) * 2)
 
 
+class _Worker:
+    """Runs `handle(item)` for each queued item on its own thread, in order.
+
+    An exception in `handle` is kept and re-raised on the caller's thread by `put` or
+    `close`; the worker keeps draining so the producer never blocks on a dead queue.
+    """
+
+    _STOP = object()
+
+    def __init__(self, handle, name: str):
+        self._handle = handle
+        self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_FRAMES)
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is self._STOP:
+                return
+            if self.error is None:
+                try:
+                    self._handle(item)
+                except BaseException as error:  # re-raised on the producer's thread
+                    self.error = error
+
+    def put(self, item) -> None:
+        if self.error is not None:
+            raise self.error
+        self._queue.put(item)
+
+    def close(self) -> None:
+        self._queue.put(self._STOP)
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def decoder_threads() -> int:
+    """Decoder threads when config says 0: the cores left after the two consumer threads.
+
+    Frame threading costs ~30% more CPU for the same frames, so on a small machine the
+    consumers doing real work on the other core beat a threaded decoder.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores - 2))
+
+
 @dataclass
 class DecodeStats:
     video_frames: int = 0
@@ -225,46 +297,61 @@ def decode_once(
         video = _VideoSide(video_stream, frame_consumers, working_width, threads, start_offset) if video_stream else None
         audio = _AudioSide(audio_stream, audio_consumers, start_offset) if audio_stream else None
         reported = 0.0
+        completed = False
         try:
             for packet in container.demux(streams):
-                side = video if (video and packet.stream is video_stream) else audio
-                if side is None:
-                    continue
-                try:
-                    side.feed(packet.decode())
-                except av.error.FFmpegError as error:
-                    stats.decode_errors += 1
-                    if stats.decode_errors >= MAX_DECODE_ERRORS:
-                        stats.warnings.append(
-                            f"stopped after {stats.decode_errors} decode errors at {side.position:.2f} s "
-                            f"(last: {error}); the file is corrupt or truncated, kept what decoded"
-                        )
-                        break
-                    continue
-                position = side.position
+                if audio is not None and packet.stream is audio_stream:
+                    audio.feed_packet(packet)  # decoded on the audio thread
+                    if video is not None:
+                        continue
+                    position = audio.position
+                else:
+                    try:
+                        video.feed(packet.decode())
+                    except av.error.FFmpegError as error:
+                        stats.decode_errors += 1
+                        if stats.decode_errors >= MAX_DECODE_ERRORS:
+                            stats.warnings.append(
+                                f"stopped after {stats.decode_errors} decode errors at {video.position:.2f} s "
+                                f"(last: {error}); the file is corrupt or truncated, kept what decoded"
+                            )
+                            break
+                        continue
+                    position = video.position
                 if position - reported >= 1.0:
                     progress.advance(position - reported)
                     reported = position
             else:
-                # Flush decoders: frames held back by B-frame reordering or threading.
-                for side, stream in ((video, video_stream), (audio, audio_stream)):
-                    if side is not None:
-                        try:
-                            side.feed(stream.codec_context.decode(None))
-                        except av.error.FFmpegError:
-                            stats.decode_errors += 1
+                # Flush the video decoder: frames held back by B-frame reordering or threading.
+                if video is not None:
+                    try:
+                        video.feed(video_stream.codec_context.decode(None))
+                    except av.error.FFmpegError:
+                        stats.decode_errors += 1
+            completed = True
         except av.error.FFmpegError as error:
             # A demux error (truncated container): keep what decoded so far.
             stats.warnings.append(f"reading stopped at {max(s.position for s in (video, audio) if s):.2f} s: {error}")
+            completed = True
         finally:
             progress.finish()
+            # Always stop the worker threads; on success this also runs consumers' finish().
+            errors = []
+            for side in (video, audio):
+                if side is not None:
+                    try:
+                        side.close(run_finish=completed)
+                    except BaseException as error:
+                        errors.append(error)
+            if errors and completed:
+                raise errors[0]
         if video:
-            video.finish()
             stats.video_frames = video.count
             stats.video_end = video.end_time
         if audio:
-            audio.finish()
             stats.audio_samples = audio.samples
+            stats.decode_errors += audio.decode_errors
+            stats.warnings.extend(audio.warnings)
         if duration and video and stats.video_end < duration - 1.0:
             stats.warnings.append(f"video decoded to {stats.video_end:.2f} s of {duration:.2f} s: truncated?")
     return stats
@@ -272,14 +359,17 @@ def decode_once(
 
 class _VideoSide:
     def __init__(self, stream, consumers, working_width: int, threads: int, start_offset: float):
-        stream.thread_type = "AUTO"
-        if threads:
+        threads = threads or decoder_threads()
+        if threads > 1:
+            stream.thread_type = "FRAME"
             stream.codec_context.thread_count = threads
+        else:
+            stream.thread_type = "NONE"
         self.stream = stream
         self.consumers = consumers
         ctx = stream.codec_context
         self.size = working_size(ctx.width, ctx.height, working_width)
-        self.time_base = stream.time_base
+        self.time_base = Fraction(stream.time_base.numerator, stream.time_base.denominator)
         rate = stream.average_rate or stream.guessed_rate
         self.frame_duration = 1.0 / float(rate) if rate else 0.0
         self.start_offset = start_offset
@@ -287,6 +377,14 @@ class _VideoSide:
         self.count = 0
         self.position = 0.0
         self.end_time = 0.0
+        self._worker = _Worker(self._deliver, "merforge-frames")
+
+    def _deliver(self, frame: Frame | None) -> None:
+        if frame is None:
+            self._finish()
+            return
+        for consumer in self.consumers:
+            consumer.process_frame(frame)
 
     def feed(self, frames) -> None:
         for av_frame in frames:
@@ -299,23 +397,31 @@ class _VideoSide:
             frame = Frame(
                 index=self.count,
                 pts=pts - self.first_pts,
-                time_base=Fraction(self.time_base.numerator, self.time_base.denominator),
+                time_base=self.time_base,
                 time=max(0.0, time),
                 av_frame=av_frame,
                 working_size=self.size,
             )
-            for consumer in self.consumers:
-                consumer.process_frame(frame)
+            self._worker.put(frame)
             self.count += 1
             self.position = frame.time
             self.end_time = max(self.end_time, frame.time + self.frame_duration)
 
-    def finish(self) -> None:
+    def close(self, run_finish: bool) -> None:
+        try:
+            if run_finish:
+                self._worker.put(None)
+        finally:
+            self._worker.close()
+
+    def _finish(self) -> None:
         for consumer in self.consumers:
             consumer.finish(self.end_time)
 
 
 class _AudioSide:
+    """Decodes, resamples and delivers audio on its own thread; the caller only demuxes."""
+
     def __init__(self, stream, consumers, start_offset: float):
         self.stream = stream
         self.consumers = consumers
@@ -323,12 +429,41 @@ class _AudioSide:
         self.start_offset = start_offset
         self.samples = 0
         self.started = False
+        self.decode_errors = 0
+        self.warnings: list[str] = []
+        self._block: list[np.ndarray] = []
+        self._block_size = 0
+        self._worker = _Worker(self._handle, "merforge-audio")
 
     @property
     def position(self) -> float:
         return self.samples / AUDIO_RATE
 
-    def feed(self, frames) -> None:
+    def feed_packet(self, packet) -> None:
+        self._worker.put(packet)
+
+    def _handle(self, packet) -> None:
+        if packet is None:  # end of input: flush the decoder and resampler, then finish
+            self._decode(None)
+            for out in self.resampler.resample(None):
+                self._emit(out.to_ndarray().reshape(-1))
+            self._flush()
+            for consumer in self.consumers:
+                consumer.finish(self.position)
+            return
+        self._decode(packet)
+
+    def _decode(self, packet) -> None:
+        if self.decode_errors >= MAX_DECODE_ERRORS:
+            return
+        try:
+            frames = packet.decode() if packet is not None else self.stream.codec_context.decode(None)
+        except av.error.FFmpegError as error:
+            self.decode_errors += 1
+            if self.decode_errors == MAX_DECODE_ERRORS:
+                self.warnings.append(f"audio: stopped after {self.decode_errors} decode errors at "
+                                     f"{self.position:.2f} s (last: {error}); kept what decoded")
+            return
         for av_frame in frames:
             if not self.started:
                 self.started = True
@@ -342,17 +477,26 @@ class _AudioSide:
     def _emit(self, samples: np.ndarray) -> None:
         if samples.size == 0:
             return
-        samples = samples.astype(np.float32, copy=False)
-        start = self.samples / AUDIO_RATE
-        for consumer in self.consumers:
-            consumer.process_audio(samples, start)
+        self._block.append(samples.astype(np.float32, copy=False))
+        self._block_size += samples.size
         self.samples += samples.size
+        if self._block_size >= AUDIO_BLOCK:
+            self._flush()
 
-    def finish(self) -> None:
-        for out in self.resampler.resample(None):
-            self._emit(out.to_ndarray().reshape(-1))
-        for consumer in self.consumers:
-            consumer.finish(self.position)
+    def _flush(self) -> None:
+        if self._block_size:
+            block = np.concatenate(self._block) if len(self._block) > 1 else self._block[0]
+            start = (self.samples - self._block_size) / AUDIO_RATE
+            self._block, self._block_size = [], 0
+            for consumer in self.consumers:
+                consumer.process_audio(block, start)
+
+    def close(self, run_finish: bool) -> None:
+        try:
+            if run_finish:
+                self._worker.put(None)
+        finally:
+            self._worker.close()
 
 
 class WavWriter:

@@ -1,10 +1,10 @@
 """Shot cuts with PySceneDetect detectors, fed from our single decode pass.
 
 The detectors are used through their own interface (`process_frame(timecode, image)`
-and `post_process`), with frames prepared exactly as PySceneDetect's SceneManager
-prepares them (downscaled to an effective width of 256 px with linear interpolation),
-so thresholds mean what PySceneDetect's documentation says they mean and its golden
-cut lists are reproduced exactly (tests/test_shots.py).
+and `post_process`), with frames at the size PySceneDetect's SceneManager uses (auto
+downscale to an effective width of 256 px), so thresholds mean what PySceneDetect's
+documentation says they mean and its golden cut lists are reproduced exactly
+(tests/test_shots.py).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-import cv2
 import numpy as np
 from scenedetect.common import FrameTimecode, Timecode
 from scenedetect.detectors import (
@@ -79,7 +78,7 @@ class ShotDetector:
             width = max(1, round(frame.native_size[0] / factor))
             height = max(1, round(frame.native_size[1] / factor))
             self._target = (width, height)
-        return frame.resized(*self._target, interpolation=cv2.INTER_LINEAR)
+        return frame.sampled(*self._target)
 
     def process_frame(self, frame: Frame) -> None:
         position = FrameTimecode(Timecode(pts=frame.pts, time_base=frame.time_base), fps=self.fps)

@@ -43,34 +43,46 @@ def _model():
     return load_silero_vad(onnx=True)
 
 
+CONTEXT = 64  # samples of the previous window the model sees with each new one
+
+
 class SpeechDetector:
-    """Audio consumer: speech probabilities per 32 ms window, then speech segments."""
+    """Audio consumer: speech probabilities per 32 ms window, then speech segments.
+
+    Calls silero's ONNX session directly with NumPy arrays, carrying the recurrent state
+    and the 64-sample context exactly as silero's OnnxWrapper does, without its per-call
+    torch conversions (about 4x faster; tests/test_vad.py checks the probabilities agree).
+    """
 
     def __init__(self, config: VadConfig):
-        import torch
-
-        self._torch = torch
         self.config = config
-        self.model = _model()
-        self.model.reset_states()
+        self._session = _model().session
+        self._state = np.zeros((2, 1, 128), dtype=np.float32)
+        self._context = np.zeros((1, CONTEXT), dtype=np.float32)
+        self._rate = np.array(AUDIO_RATE, dtype=np.int64)
         self._pending = np.zeros(0, dtype=np.float32)
         self.probabilities: list[float] = []
         self.total_samples = 0
+
+    def _window(self, chunk: np.ndarray) -> None:
+        x = np.concatenate([self._context, chunk.reshape(1, WINDOW)], axis=1)
+        probability, self._state = self._session.run(None, {"input": x, "state": self._state, "sr": self._rate})
+        self._context = x[:, -CONTEXT:]
+        self.probabilities.append(float(probability[0, 0]))
 
     def process_audio(self, samples: np.ndarray, start_time: float) -> None:
         self.total_samples += samples.size
         buffer = np.concatenate([self._pending, samples]) if self._pending.size else samples
         usable = buffer.size - buffer.size % WINDOW
         for offset in range(0, usable, WINDOW):
-            chunk = self._torch.from_numpy(np.ascontiguousarray(buffer[offset : offset + WINDOW]))
-            self.probabilities.append(float(self.model(chunk, AUDIO_RATE).item()))
+            self._window(buffer[offset : offset + WINDOW])
         self._pending = buffer[usable:].copy()
 
     def finish(self, end_time: float) -> None:
         if self._pending.size:
             chunk = np.zeros(WINDOW, dtype=np.float32)
             chunk[: self._pending.size] = self._pending
-            self.probabilities.append(float(self.model(self._torch.from_numpy(chunk), AUDIO_RATE).item()))
+            self._window(chunk)
             self._pending = np.zeros(0, dtype=np.float32)
 
     @property

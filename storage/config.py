@@ -38,7 +38,7 @@ class IngestConfig(_Section):
 
 class DecodeConfig(_Section):
     working_width: int = Field(640, ge=64, le=3840, description="width in pixels of the frames handed to consumers")
-    threads: int = Field(0, ge=0, le=64, description="decoder threads; 0 lets FFmpeg choose")
+    threads: int = Field(0, ge=0, le=64, description="video decoder threads; 0: the cores left after the consumer threads")
 
 
 class ShotsConfig(_Section):
@@ -188,7 +188,7 @@ audio_extensions = [".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus", ".
 [decode]
 # Every video is decoded ONCE; consumers (shot detection, key frames) get frames of this width.
 working_width = 640
-# Decoder threads; 0 lets FFmpeg choose.
+# Video decoder threads; 0 picks the cores left after the two consumer threads (1 on a 2-core machine).
 threads = 0
 
 [shots]

@@ -65,3 +65,19 @@ def test_streaming_equals_one_shot(data):
         detector.process_audio(samples[offset: offset + 1234], offset / AUDIO_RATE)
     detector.finish(samples.size / AUDIO_RATE)
     assert detector.segments == whole
+
+
+def test_direct_onnx_calls_match_silero_wrapper(data):
+    """Our lean streaming calls give the probabilities silero's own wrapper gives."""
+    import torch
+    from silero_vad import load_silero_vad
+
+    from merforge.preprocess.media import read_wav
+
+    samples = read_wav(data / "pyaudioanalysis" / "count.wav")[: 16000 * 3]
+    detector = SpeechDetector(VadConfig())
+    detector.process_audio(samples, 0.0)
+    wrapper = load_silero_vad(onnx=True)
+    expected = [float(wrapper(torch.from_numpy(samples[i: i + 512].copy()), 16000).item())
+                for i in range(0, samples.size - samples.size % 512, 512)]
+    assert np.allclose(detector.probabilities, expected, atol=1e-5)
