@@ -172,8 +172,8 @@ def collect_status(ws) -> dict[str, Any]:
     sources = store.sources()
     usable = [s for s in sources if s.status == SourceStatus.OK]
     counts = store.stage_counts()
-    sample_counts = counts.get("sample", {})
     sampled_ok = {s.item_id for s in store.statuses("sample", StageState.DONE) if s.config_hash == ws.config.sampling_hash()}
+    sample_failed = {s.item_id for s in store.statuses("sample", StageState.FAILED)}
     failures = [
         {"stage": "ingest", "path": s.path, "reason": s.reason}
         for s in sources if s.status == SourceStatus.UNUSABLE
@@ -186,8 +186,8 @@ def collect_status(ws) -> dict[str, Any]:
         "stages": {
             "ingest": {"usable": len(usable), "unusable": len(sources) - len(usable),
                        "failed": counts.get("ingest", {}).get("failed", 0)},
-            "sample": {"done": len(sampled_ok), "failed": sample_counts.get("failed", 0),
-                       "pending": len([s for s in usable if s.id not in sampled_ok]) - sample_counts.get("failed", 0)},
+            "sample": {"done": len(sampled_ok), "failed": len(sample_failed),
+                       "pending": len([s for s in usable if s.id not in sampled_ok and s.id not in sample_failed])},
         },
         "clips": store.count_clips(),
         "failures": failures,
@@ -255,6 +255,32 @@ def export(
     err_console.print(f"wrote {data.count(chr(10))} clips to {output}")
 
 
+def print_sources_table(ws) -> None:
+    """Per source: kind, duration, cuts, speech segments, clips and key frames."""
+    table = Table(title="what sampling made")
+    for column in ("file", "kind", "seconds", "cuts", "speech segments", "clips", "key frames", "note"):
+        table.add_column(column, justify="right" if column not in ("file", "kind", "note") else "left")
+    clips_by_source: dict[str, list] = {}
+    for clip in ws.store.iter_clips():
+        clips_by_source.setdefault(clip.source_id, []).append(clip)
+    for source in ws.store.sources():
+        status = ws.store.get_status(source.id, "sample")
+        details = status.details if status else {}
+        clips = clips_by_source.get(source.id, [])
+        note = source.reason or (status.reason if status else "") or "; ".join(details.get("warnings", []))
+        table.add_row(
+            Path(source.path).name,
+            source.media.kind if source.media else "-",
+            f"{source.media.duration:.1f}" if source.media else "-",
+            str(len(details.get("cuts", []))),
+            str(len(details.get("speech", []))),
+            str(len(clips)),
+            str(sum(len(c.keyframes) for c in clips)),
+            note[:60],
+        )
+    console.print(table)
+
+
 @app.command()
 def demo(
     directory: Annotated[Path, typer.Argument(help="Workspace folder for the demo.")] = Path("demo-workspace"),
@@ -267,6 +293,9 @@ def demo(
     ingest([samples], workspace=directory, engine="library")
     sample(workspace=directory, force=False, engine=engine)
     status(workspace=directory, as_json=False)
+    ws = _open(directory)
+    print_sources_table(ws)
+    ws.close()
     export(workspace=directory, output=directory / "clips.jsonl")
     console.print(f"\n[bold]demo finished in {time.perf_counter() - started:.1f} s[/]")
     console.print(f"  clips: {directory / 'clips.jsonl'}")

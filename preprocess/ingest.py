@@ -113,7 +113,19 @@ def _manifest_values(fields: dict[str, str]) -> dict:
     }
 
 
+def _path_failure_id(path: Path) -> str:
+    # No bytes, so no content id: an ingest failure of a missing file is keyed by its path.
+    return hashlib.sha256(f"path:{path}".encode()).hexdigest()
+
+
 def ingest_one(workspace: Workspace, candidate: Candidate) -> IngestItem:
+    item = _ingest_one(workspace, candidate)
+    if item.outcome != "missing":
+        workspace.store.clear_status(_path_failure_id(candidate.path), "ingest")
+    return item
+
+
+def _ingest_one(workspace: Workspace, candidate: Candidate) -> IngestItem:
     store = workspace.store
     path = candidate.path
     manifest = _manifest_values(candidate.fields) if candidate.fields else None
@@ -162,8 +174,7 @@ def ingest_one(workspace: Workspace, candidate: Candidate) -> IngestItem:
 
 
 def _missing(workspace: Workspace, path: Path, reason: str) -> IngestItem:
-    # No bytes, so no content id: the failure is keyed by the path.
-    item_id = hashlib.sha256(f"path:{path}".encode()).hexdigest()
+    item_id = _path_failure_id(path)
     workspace.store.set_status(
         StageStatus(item_id=item_id, stage="ingest", state=StageState.FAILED, reason=reason, details={"path": str(path)})
     )

@@ -19,6 +19,7 @@ from merforge import __version__
 from merforge.errors import MediaError
 from merforge.preprocess import shots as shots_module
 from merforge.preprocess import vad as vad_module
+from merforge.preprocess.ingest import file_sha256
 from merforge.preprocess.keyframes import KeyframeCandidates, select_diverse
 from merforge.preprocess.media import DecodeStats, WavWriter, decode_once
 from merforge.preprocess.planner import plan_clips
@@ -74,6 +75,8 @@ def _check_unchanged(source: Source) -> str | None:
         return f"cannot read {path}: {error.strerror}"
     if stat.st_size != source.size_bytes:
         return f"file changed since ingest ({source.size_bytes} -> {stat.st_size} bytes); ingest it again"
+    if stat.st_mtime != source.mtime and file_sha256(path) != source.id:
+        return "file content changed since ingest; ingest it again"
     return None
 
 

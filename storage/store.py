@@ -182,6 +182,11 @@ class Store:
         else:
             connection.execute(table.insert().values(**row))
 
+    def clear_status(self, item_id: str, stage: str) -> None:
+        table = tables.stage_status
+        with self.engine.begin() as connection:
+            connection.execute(table.delete().where((table.c.item_id == item_id) & (table.c.stage == stage)))
+
     def get_status(self, item_id: str, stage: str) -> StageStatus | None:
         table = tables.stage_status
         with self.engine.connect() as connection:

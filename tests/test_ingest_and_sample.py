@@ -169,3 +169,25 @@ def test_manifest_fields_and_extra_columns_are_kept(workspace, media_dir):
     assert source.extra == {"session": "1961"}
     (failure,) = workspace.store.statuses("ingest", StageState.FAILED)
     assert failure.details["path"].endswith("missing.mp4")
+
+
+def test_a_missing_file_that_comes_back_clears_its_failure(workspace, media_dir, tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"path,license\n{media_dir / 'later.flac'},x\n")
+    assert ingest(workspace, [manifest]).counts == {"missing": 1}
+    shutil.copy(media_dir / "jfk.flac", media_dir / "later.flac")
+    ingest(workspace, [manifest])
+    assert workspace.store.statuses("ingest", StageState.FAILED) == []
+
+
+def test_a_file_rewritten_in_place_is_not_sampled_as_the_old_one(workspace, media_dir):
+    import os
+
+    ingest(workspace, [media_dir / "jfk.flac"])
+    path = media_dir / "jfk.flac"
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF  # same size, other content
+    path.write_bytes(bytes(data))
+    os.utime(path, (1, 1))
+    (outcome,) = sample_sources(workspace).outcomes
+    assert outcome.state == "failed" and "content changed" in outcome.reason
