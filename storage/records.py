@@ -132,3 +132,62 @@ class StageStatus(_Record):
     config_hash: str = ""
     details: dict[str, Any] = Field(default_factory=dict)
     updated_at: datetime = Field(default_factory=utc_now)
+
+
+# -- preprocessing records (issue: ASR, speakers, prosody, faces, alignment) ---------
+
+
+class Word(_Record):
+    """One recognised word; times in seconds from the start of the source file."""
+
+    start: float
+    end: float
+    text: str
+    probability: float  # 0..1, the recogniser's confidence
+    speaker: str = ""
+
+
+class Transcript(_Record):
+    language: str
+    language_probability: float
+    text: str
+    words: tuple[Word, ...] = ()
+
+
+class SpeakerTurn(_Record):
+    start: float  # seconds from the start of the source file
+    end: float
+    speaker: str  # "S1", "S2", ... within a source
+
+
+class ProsodyStats(_Record):
+    """Prosody of a span of speech. Hz, dB, seconds; None where nothing was voiced."""
+
+    f0_mean: float | None = None
+    f0_sd: float | None = None
+    f0_range: float | None = None  # 5th..95th percentile span, Hz
+    f0_slope: float | None = None  # Hz per second, least squares over voiced frames
+    intensity_mean: float | None = None  # dB
+    intensity_sd: float | None = None
+    jitter_local: float | None = None  # fraction
+    shimmer_local: float | None = None  # fraction
+    hnr: float | None = None  # dB
+    voiced_fraction: float = 0.0
+    pause_count: int = 0
+    pause_total: float = 0.0
+    pause_longest: float = 0.0
+    speech_rate_words: float | None = None  # words per second (from ASR)
+    speech_rate_syllables: float | None = None  # syllable nuclei per second
+    egemaps: dict[str, float] = Field(default_factory=dict)
+
+
+class FaceObservation(_Record):
+    """One face in one analysed frame. Box in pixels of the source frame (x, y, width, height)."""
+
+    time: float
+    track_id: int
+    box: tuple[float, float, float, float]
+    score: float
+    aus: dict[str, float] = Field(default_factory=dict)  # AU name -> estimate (0..1 for geometry)
+    head_pose: tuple[float, float, float] | None = None  # yaw, pitch, roll in degrees
+    primary: bool = False
