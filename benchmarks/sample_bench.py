@@ -95,8 +95,13 @@ def run_ours(path: Path, workdir: Path):
     from merforge.preprocess.sampling import sample_sources
     from merforge.storage.workspace import Workspace
 
+    from merforge.storage.config import parse_config
+
     shutil.rmtree(workdir, ignore_errors=True)
     workspace = Workspace.init(workdir)
+    # Same outputs as the naive chain: face analysis (a later stage's consumer of this
+    # pass) is off here; benchmarks/preprocess_bench.py measures it.
+    workspace.config = parse_config({"face": {"enabled": False}})
     ingest(workspace, [path])
     started = time.perf_counter()
     report = sample_sources(workspace)

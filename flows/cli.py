@@ -164,6 +164,47 @@ def sample(
         console.print("see failures with: merforge status")
 
 
+@app.command()
+def preprocess(
+    workspace: WorkspaceOption = Path("."),
+    force: Annotated[bool, typer.Option("--force", help="Redo clips even if nothing changed.")] = False,
+    engine: EngineOption = "prefect",
+) -> None:
+    """Per clip: ASR with word times (faster-whisper), speakers (diarization), prosody (Praat,
+    openSMILE), faces and action units (from the sampling pass), and an aligned timeline
+    (Parquet). Clips whose inputs and settings are unchanged are skipped."""
+    _check_engine(engine)
+    from merforge.flows.progress import RichProgress
+
+    try:
+        ws = _open(workspace)
+        started = time.perf_counter()
+        with RichProgress(console, unit="items") as progress:
+            if engine == "prefect":
+                _prefect_environment()
+                from merforge.flows import sample_flow as bridge
+                from merforge.flows.preprocess_flow import preprocess_flow
+
+                bridge.progress_bridge["progress"] = progress
+                try:
+                    summary = preprocess_flow(str(ws.root), force)
+                finally:
+                    bridge.progress_bridge.clear()
+            else:
+                from merforge.preprocess.features import preprocess_sources, summarise
+
+                summary = summarise(preprocess_sources(ws, force=force, progress=progress))
+        elapsed = time.perf_counter() - started
+    except MerforgeError as error:
+        _fail(error)
+    console.print(f"preprocess: {summary['done']} clips done, {summary['skipped']} unchanged, "
+                  f"{summary['failed']} failed in {elapsed:.1f} s")
+    if summary["timings"]:
+        console.print("  time per part: " + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(summary["timings"].items())))
+    if summary["failed"]:
+        console.print("see failures with: merforge status")
+
+
 def collect_status(ws) -> dict[str, Any]:
     """Counts per stage and failures with reasons, as plain data (for --json)."""
     from merforge.storage.records import SourceStatus, StageState
@@ -188,10 +229,22 @@ def collect_status(ws) -> dict[str, Any]:
                        "failed": counts.get("ingest", {}).get("failed", 0)},
             "sample": {"done": len(sampled_ok), "failed": len(sample_failed),
                        "pending": len([s for s in usable if s.id not in sampled_ok and s.id not in sample_failed])},
+            "preprocess": _preprocess_counts(ws),
         },
         "clips": store.count_clips(),
         "failures": failures,
     }
+
+
+def _preprocess_counts(ws) -> dict[str, int]:
+    from merforge.preprocess.features import STAGE, stage_hash
+    from merforge.storage.records import StageState
+
+    current = stage_hash(ws)
+    clip_ids = {c.id for c in ws.store.iter_clips()}
+    done = {s.item_id for s in ws.store.statuses(STAGE, StageState.DONE) if s.config_hash == current} & clip_ids
+    failed = {s.item_id for s in ws.store.statuses(STAGE, StageState.FAILED)} & clip_ids
+    return {"done": len(done), "failed": len(failed), "pending": len(clip_ids - done - failed)}
 
 
 @app.command()
@@ -292,6 +345,7 @@ def demo(
     init(directory)
     ingest([samples], workspace=directory, engine="library")
     sample(workspace=directory, force=False, engine=engine)
+    preprocess(workspace=directory, force=False, engine=engine)
     status(workspace=directory, as_json=False)
     ws = _open(directory)
     print_sources_table(ws)

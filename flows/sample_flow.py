@@ -46,12 +46,12 @@ def sample_source_task(workspace_dir: str, source_id: str) -> dict:
         workspace.close()
 
 
-@flow(name="ingest", log_prints=True)
+@flow(name="ingest")
 def ingest_flow(workspace_dir: str, inputs: list[str]) -> dict[str, int]:
     return ingest_task(workspace_dir, inputs)
 
 
-@flow(name="sample", log_prints=True)
+@flow(name="sample")
 def sample_flow(workspace_dir: str, force: bool = False) -> dict:
     """Sample every usable source that needs it; one task per source."""
     workspace = Workspace.open(workspace_dir)

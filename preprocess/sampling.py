@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from merforge import __version__
-from merforge.errors import MediaError
+from merforge.errors import MediaError, MerforgeError
 from merforge.preprocess import shots as shots_module
 from merforge.preprocess import vad as vad_module
+from merforge.preprocess.features import write_faces
 from merforge.preprocess.ingest import file_sha256
 from merforge.preprocess.keyframes import KeyframeCandidates, select_diverse
 from merforge.preprocess.media import DecodeStats, WavWriter, decode_once
@@ -102,10 +103,19 @@ def sample_source(workspace: Workspace, source: Source, progress: Progress | Non
     frame_consumers: list = []
     audio_consumers: list = []
     detector = candidates = speech = wav = None
+    faces = None
     if media.video:
         detector = shots_module.ShotDetector(config.shots, media.video.fps)
         candidates = KeyframeCandidates(config.keyframes, spool)
         frame_consumers = [detector, candidates]
+        if config.face.enabled:
+            from merforge.preprocess.faces import FaceAnalyzer
+
+            try:
+                faces = FaceAnalyzer(config.face, source_path=Path(source.path), tiles=config.face.small_faces)
+            except MerforgeError as error:
+                return fail(f"face analysis cannot run: {error}")
+            frame_consumers.append(faces)
     if media.audio:
         speech = vad_module.SpeechDetector(config.vad)
         wav = WavWriter(workspace.audio_cache_path(source.id))
@@ -125,6 +135,11 @@ def sample_source(workspace: Workspace, source: Source, progress: Progress | Non
             return fail("nothing could be decoded from the file", stats.warnings)
         cuts = detector.cuts if detector else []
         segments = speech.segments if speech else []
+        if faces is not None:
+            # Now that speech is known, it can break ties between candidate primary faces.
+            faces.assign_primary([(s.start, s.end) for s in segments])
+            write_faces(workspace.features_dir(source.id), faces.observations, faces.analysed_times,
+                        backend=_face_backend(config.face))
         plan = plan_clips(
             duration=duration,
             speech=[(s.start, s.end) for s in segments],
@@ -149,6 +164,13 @@ def sample_source(workspace: Workspace, source: Source, progress: Progress | Non
                              warnings=stats.warnings)
     finally:
         shutil.rmtree(spool, ignore_errors=True)
+
+
+def _face_backend(face_config) -> str:
+    names = {"geometry": "mediapipe 0.10.21 face mesh (LiteRT) + geometric AU estimates",
+             "pyfeat": "mediapipe face mesh (LiteRT) + py-feat AU detector",
+             "openface-csv": "mediapipe face mesh (LiteRT) + OpenFace 2 CSV AUs"}
+    return names[face_config.au_backend]
 
 
 def _materialise(workspace: Workspace, source: Source, planned, candidates: KeyframeCandidates | None) -> list[Clip]:

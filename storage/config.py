@@ -91,6 +91,7 @@ class FaceConfig(_Section):
     min_detection_score: float = Field(0.5, gt=0, lt=1)
     max_faces: int = Field(5, ge=1, le=20)
     track_iou: float = Field(0.3, gt=0, lt=1, description="IoU that continues a face track between analysed frames")
+    small_faces: bool = Field(True, description="also search overlapping tiles for faces too small for the detector (about 2x the cost)")
 
 
 class AsrConfig(_Section):
@@ -299,6 +300,8 @@ model_dir = ""
 min_detection_score = 0.5
 max_faces = 5
 track_iou = 0.3
+# Also search overlapping tiles for small faces (crowds, wide shots); about doubles the face cost.
+small_faces = true
 
 [asr]
 backend = "faster-whisper"

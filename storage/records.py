@@ -191,3 +191,29 @@ class FaceObservation(_Record):
     aus: dict[str, float] = Field(default_factory=dict)  # AU name -> estimate (0..1 for geometry)
     head_pose: tuple[float, float, float] | None = None  # yaw, pitch, roll in degrees
     primary: bool = False
+
+
+class FaceSummary(_Record):
+    """Faces over a clip, from the frames analysed during sampling."""
+
+    frames_analysed: int = 0
+    presence: float = 0.0  # share of analysed frames with a face, 0..1
+    tracks: int = 0
+    primary_track: int | None = None
+    mean_aus: dict[str, float] = Field(default_factory=dict)  # primary face, over the clip
+    backend: str = ""
+
+
+class ClipFeatures(_Record):
+    """Everything preprocessing measured for one clip, with where each part came from."""
+
+    clip_id: str
+    source_id: str
+    transcript: Transcript
+    speaker_turns: tuple[SpeakerTurn, ...] = ()
+    prosody: ProsodyStats = ProsodyStats()
+    faces: FaceSummary = FaceSummary()
+    timeline_path: str = ""  # Parquet, relative to the workspace
+    words_path: str = ""
+    provenance: dict[str, Provenance] = Field(default_factory=dict)  # per part: asr, diarization, ...
+    config_hash: str = ""

@@ -22,6 +22,7 @@ from merforge.errors import StoreError
 from merforge.storage import tables
 from merforge.storage.records import (
     Clip,
+    ClipFeatures,
     ClipOrigin,
     KeyFrame,
     MediaInfo,
@@ -158,6 +159,32 @@ class Store:
     def count_clips(self) -> int:
         with self.engine.connect() as connection:
             return connection.execute(sa.select(sa.func.count()).select_from(tables.clips)).scalar_one()
+
+    # -- clip features -------------------------------------------------------------
+
+    def save_features(self, features: ClipFeatures, status: StageStatus) -> None:
+        """Store a clip's features and its stage status in one transaction."""
+        table = tables.clip_features
+        row = {"clip_id": features.clip_id, "source_id": features.source_id,
+               "record": features.model_dump(mode="json"), "config_hash": features.config_hash,
+               "updated_at": status.updated_at}
+        with self.engine.begin() as connection:
+            key = table.c.clip_id == features.clip_id
+            if connection.execute(sa.select(table.c.clip_id).where(key)).first():
+                connection.execute(table.update().where(key).values(**row))
+            else:
+                connection.execute(table.insert().values(**row))
+            self._set_status(connection, status)
+
+    def get_features(self, clip_id: str) -> ClipFeatures | None:
+        table = tables.clip_features
+        with self.engine.connect() as connection:
+            row = connection.execute(sa.select(table.c.record).where(table.c.clip_id == clip_id)).first()
+        return ClipFeatures.model_validate(row.record) if row else None
+
+    def count_features(self) -> int:
+        with self.engine.connect() as connection:
+            return connection.execute(sa.select(sa.func.count()).select_from(tables.clip_features)).scalar_one()
 
     # -- stage status --------------------------------------------------------------
 

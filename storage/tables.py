@@ -69,3 +69,14 @@ stage_status = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 Index("ix_stage_status_stage", stage_status.c.stage, stage_status.c.state)
+
+clip_features = Table(
+    "clip_features",
+    metadata,
+    Column("clip_id", String(64), ForeignKey("clips.id", ondelete="CASCADE"), primary_key=True),
+    Column("source_id", String(64), nullable=False),
+    Column("record", JSON, nullable=False),  # ClipFeatures as JSON
+    Column("config_hash", String(32), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_clip_features_source", clip_features.c.source_id)

@@ -5,6 +5,7 @@
       merforge.db          SQLite store (unless store.database_url names another database)
       keyframes/<source>/  key-frame JPEGs, named by clip and time
       media/               decoded 16 kHz mono audio per source (WAV), reused by later stages
+      features/<source>/   Parquet: faces (sampling pass), per-clip timeline and word tables
       tmp/                 scratch space; files are written here and renamed into place
 """
 
@@ -69,6 +70,10 @@ class Workspace:
 
     def keyframe_dir(self, source_id: str) -> Path:
         return self.root / "keyframes" / source_id[:16]
+
+    def features_dir(self, source_id: str) -> Path:
+        """Per-source Parquet: faces from sampling, per-clip timelines and word tables."""
+        return self.root / "features" / source_id[:16]
 
     def audio_cache_path(self, source_id: str) -> Path:
         return self.root / "media" / f"{source_id[:16]}.wav"

@@ -34,3 +34,22 @@ def test_sample_flow_matches_library(prefect_harness, tmp_path, media_dir):
 
     assert comparable(via_prefect) == comparable(via_library)
     assert sample_flow(str(via_prefect.root))["skipped"] == 3
+
+
+def test_preprocess_flow_matches_library(prefect_harness, tmp_path, data):
+    from merforge.flows.preprocess_flow import preprocess_flow
+    from merforge.preprocess.features import preprocess_sources
+
+    results = {}
+    for name in ("lib", "flow"):
+        ws = Workspace.init(tmp_path / name)
+        ingest(ws, [data / "whisper" / "jfk.flac"])
+        sample_sources(ws)
+        if name == "lib":
+            preprocess_sources(ws)
+        else:
+            summary = preprocess_flow(str(ws.root))
+            assert summary["done"] == ws.store.count_clips() and summary["failed"] == 0
+        results[name] = [(c.id, [w.text for w in ws.store.get_features(c.id).transcript.words])
+                         for c in ws.store.clips()]
+    assert results["flow"] == results["lib"]

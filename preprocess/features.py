@@ -1,0 +1,356 @@
+"""The preprocessing stage: per clip, the evidence annotators and the judge will cite.
+
+For each sampled source with clips that need work, `preprocess_source`:
+  1. reads the 16 kHz audio cached by the sampling pass (optionally denoised),
+  2. diarizes the source's speech once (speaker labels stay consistent across its clips),
+  3. computes the 10 ms prosody track once,
+transcribes neighbouring speech clips together in windows of up to ASR_WINDOW seconds
+(Whisper keeps its context across a clip boundary, and memory stays bounded), and then
+for each clip takes the words whose midpoint lies in it, assigns speakers to words, measures prosody over the clip, summarises the faces analysed during
+sampling, and writes an aligned timeline (Parquet, `timeline.rate` rows per second)
+and a word table with per-word prosody. Each clip's features and status are committed
+together; a clip whose inputs and config are unchanged is skipped, and one clip's
+failure is recorded with its reason while the others go on.
+"""
+
+from __future__ import annotations
+
+import io
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from merforge import __version__
+from merforge.errors import MerforgeError
+from merforge.preprocess import asr as asr_module
+from merforge.preprocess.media import AUDIO_RATE, read_wav
+from merforge.preprocess.timeline import AU_NAMES, assign_speakers, build_timeline, canonical_au, word_table
+from merforge.progress import NoProgress, Progress
+from merforge.storage.records import (
+    Clip,
+    ClipFeatures,
+    FaceObservation,
+    FaceSummary,
+    ProsodyStats,
+    Provenance,
+    Source,
+    SpeakerTurn,
+    StageState,
+    StageStatus,
+    Transcript,
+)
+from merforge.storage.workspace import Workspace, write_atomic
+
+STAGE = "preprocess"
+SAMPLE_STAGE = "sample"
+ASR_WINDOW = 30.0  # seconds of audio per ASR call at most
+ASR_JOIN_GAP = 1.0  # clips closer than this share an ASR window
+
+
+@dataclass
+class PreprocessOutcome:
+    clip_id: str
+    source_path: str
+    state: str  # done | skipped | failed
+    reason: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class PreprocessReport:
+    outcomes: list[PreprocessOutcome] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds of wall time per part
+
+    def count(self, state: str) -> int:
+        return sum(1 for o in self.outcomes if o.state == state)
+
+
+def summarise(report: PreprocessReport) -> dict:
+    return {"done": report.count("done"), "failed": report.count("failed"), "skipped": report.count("skipped"),
+            "timings": {k: round(v, 3) for k, v in report.timings.items()}}
+
+
+def stage_hash(workspace: Workspace) -> str:
+    """Features depend on the preprocessing settings and on what sampling produced."""
+    return workspace.config.preprocess_hash() + workspace.config.sampling_hash()[:8]
+
+
+def needs_preprocessing(workspace: Workspace, clip: Clip) -> bool:
+    status = workspace.store.get_status(clip.id, STAGE)
+    return not (status and status.state == StageState.DONE and status.config_hash == stage_hash(workspace))
+
+
+def _timed(timings: dict[str, float], key: str):
+    import time
+
+    class _Timer:
+        def __enter__(self):
+            self.start = time.perf_counter()
+
+        def __exit__(self, *exc):
+            timings[key] = timings.get(key, 0.0) + time.perf_counter() - self.start
+
+    return _Timer()
+
+
+def read_faces(workspace: Workspace, source_id: str) -> tuple[list[FaceObservation], list[float], str]:
+    """Face observations and analysed frame times written by the sampling pass."""
+    folder = workspace.features_dir(source_id)
+    faces_path, frames_path = folder / "faces.parquet", folder / "face_frames.parquet"
+    if not frames_path.exists():
+        return [], [], ""
+    frames = pq.read_table(frames_path)
+    backend = (frames.schema.metadata or {}).get(b"backend", b"").decode()
+    times = [float(t) for t in frames.column("time").to_pylist()]
+    observations = []
+    if faces_path.exists():
+        for row in pq.read_table(faces_path).to_pylist():
+            aus = {name: row[name] for name in AU_NAMES if row.get(name) is not None}
+            pose = (row["yaw"], row["pitch"], row["roll"]) if row.get("yaw") is not None else None
+            observations.append(FaceObservation(time=row["time"], track_id=row["track_id"],
+                                                box=(row["x"], row["y"], row["width"], row["height"]),
+                                                score=row["score"], aus=aus, head_pose=pose, primary=row["primary"]))
+    return observations, times, backend
+
+
+def write_faces(folder: Path, observations: list[FaceObservation], analysed_times: list[float], backend: str) -> None:
+    """Persist the sampling pass's face results: one row per face, one row per analysed frame."""
+    counts: dict[float, int] = {}
+    for face in observations:
+        counts[face.time] = counts.get(face.time, 0) + 1
+    frames = pa.table({"time": analysed_times, "faces": [counts.get(t, 0) for t in analysed_times]})
+    frames = frames.replace_schema_metadata({"backend": backend})
+    rows: dict[str, list] = {k: [] for k in ("time", "track_id", "x", "y", "width", "height", "score", "primary",
+                                             *AU_NAMES, "yaw", "pitch", "roll")}
+    for face in observations:
+        aus = {canonical_au(k): v for k, v in face.aus.items()}
+        rows["time"].append(face.time)
+        rows["track_id"].append(face.track_id)
+        for key, value in zip(("x", "y", "width", "height"), face.box):
+            rows[key].append(float(value))
+        rows["score"].append(face.score)
+        rows["primary"].append(face.primary)
+        for name in AU_NAMES:
+            rows[name].append(aus.get(name))
+        pose = face.head_pose or (None, None, None)
+        for key, value in zip(("yaw", "pitch", "roll"), pose):
+            rows[key].append(value)
+    schema = pa.schema([("time", pa.float64()), ("track_id", pa.int64()), ("x", pa.float64()), ("y", pa.float64()),
+                        ("width", pa.float64()), ("height", pa.float64()), ("score", pa.float64()),
+                        ("primary", pa.bool_()), *[(n, pa.float64()) for n in AU_NAMES],
+                        ("yaw", pa.float64()), ("pitch", pa.float64()), ("roll", pa.float64())])
+    _write_parquet(folder / "faces.parquet", pa.table(rows, schema=schema))
+    _write_parquet(folder / "face_frames.parquet", frames)
+
+
+def _write_parquet(path: Path, table: pa.Table) -> None:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    write_atomic(path, buffer.getvalue())
+
+
+def summarise_faces(observations: list[FaceObservation], analysed: list[float], start: float, end: float,
+                    backend: str) -> FaceSummary:
+    times = [t for t in analysed if start <= t < end]
+    inside = [f for f in observations if start <= f.time < end]
+    if not times:
+        return FaceSummary(backend=backend)
+    with_face = {f.time for f in inside}
+    tracks = {f.track_id for f in inside}
+    primary = [f for f in inside if f.primary]
+    primary_track = max(tracks, key=lambda t: sum(1 for f in primary if f.track_id == t)) if primary else None
+    mean_aus: dict[str, float] = {}
+    if primary:
+        for name in AU_NAMES:
+            values = [f.aus[k] for f in primary for k in f.aus if canonical_au(k) == name and f.aus[k] is not None]
+            if values:
+                mean_aus[name] = round(float(np.mean(values)), 4)
+    return FaceSummary(frames_analysed=len(times), presence=round(len(with_face) / len(times), 4), tracks=len(tracks),
+                       primary_track=primary_track, mean_aus=mean_aus, backend=backend)
+
+
+def _clip_turns(turns: list[SpeakerTurn], start: float, end: float) -> tuple[SpeakerTurn, ...]:
+    clipped = []
+    for turn in turns:
+        lo, hi = max(turn.start, start), min(turn.end, end)
+        if hi > lo:
+            clipped.append(turn.model_copy(update={"start": round(lo, 3), "end": round(hi, 3)}))
+    return tuple(clipped)
+
+
+def _speech_overlaps(speech: list[list[float]], start: float, end: float) -> bool:
+    return any(s < end and e > start for s, e in speech)
+
+
+def _join_words(words) -> str:
+    return " ".join(w.text for w in words).strip()
+
+
+def asr_windows(clips: list[Clip], speech: list[list[float]]) -> list[tuple[float, float, list[Clip]]]:
+    """Group time-ordered speech clips into (start, end, clips) windows of at most ASR_WINDOW s."""
+    windows: list[tuple[float, float, list[Clip]]] = []
+    for clip in sorted(clips, key=lambda c: c.start):
+        if not _speech_overlaps(speech, clip.start, clip.end):
+            continue
+        if windows:
+            start, end, members = windows[-1]
+            if clip.start - end <= ASR_JOIN_GAP and max(end, clip.end) - start <= ASR_WINDOW:
+                windows[-1] = (start, max(end, clip.end), members + [clip])
+                continue
+        windows.append((clip.start, clip.end, [clip]))
+    return windows
+
+
+def _diarization_model(config) -> str:
+    if config.backend == "pyannote":
+        return config.pyannote_model
+    return "resemblyzer VoiceEncoder (weights in its wheel) + clustering"
+
+
+def preprocess_source(workspace: Workspace, source: Source, clips: list[Clip], progress: Progress | None = None,
+                      timings: dict[str, float] | None = None) -> list[PreprocessOutcome]:
+    """Preprocess the given clips of one source (see the module docstring)."""
+    from merforge.preprocess import denoise as denoise_module
+    from merforge.preprocess import diarization, prosody
+
+    progress = progress or NoProgress()
+    timings = timings if timings is not None else {}
+    config = workspace.config
+    store = workspace.store
+    config_hash = stage_hash(workspace)
+    outcomes: list[PreprocessOutcome] = []
+
+    def fail_all(reason: str) -> list[PreprocessOutcome]:
+        for clip in clips:
+            store.set_status(StageStatus(item_id=clip.id, stage=STAGE, state=StageState.FAILED, reason=reason,
+                                         config_hash=config_hash, details={"path": source.path}))
+            outcomes.append(PreprocessOutcome(clip.id, source.path, "failed", reason))
+        return outcomes
+
+    sample_status = store.get_status(source.id, SAMPLE_STAGE)
+    speech: list[list[float]] = sample_status.details.get("speech", []) if sample_status else []
+    audio_cache = workspace.audio_cache_path(source.id)
+    has_audio = bool(source.media and source.media.audio)
+    samples = np.zeros(0, dtype=np.float32)
+    provenance: dict[str, Provenance] = {}
+    try:
+        if has_audio:
+            if not audio_cache.exists():
+                return fail_all(f"audio cache {workspace.relative(audio_cache)} is missing; run `merforge sample --force`")
+            with _timed(timings, "read audio"):
+                samples = read_wav(audio_cache)
+            if config.denoise.enabled:
+                with _timed(timings, "denoise"):
+                    samples = denoise_module.denoise(samples, config.denoise)
+                provenance["denoise"] = Provenance(backend="noisereduce", config_hash=config.section_hash("denoise"))
+        turns: list[SpeakerTurn] = []
+        if speech:
+            with _timed(timings, "diarization"):
+                turns = diarization.diarize(samples, [tuple(s) for s in speech], config.diarization)
+            provenance["diarization"] = Provenance(backend=config.diarization.backend,
+                                                   model=_diarization_model(config.diarization),
+                                                   config_hash=config.section_hash("diarization"))
+        with _timed(timings, "prosody track"):
+            track = prosody.prosody_track(samples, config.prosody) if samples.size else None
+        prosody_times = (np.asarray(track.times) if track is not None else np.zeros(0))
+        f0 = np.asarray(track.f0) if track is not None else np.zeros(0)
+        intensity = np.asarray(track.intensity) if track is not None else np.zeros(0)
+        faces, face_times, face_backend = read_faces(workspace, source.id)
+    except MerforgeError as error:
+        return fail_all(str(error))
+
+    face_interval = 1.0 / config.face.fps
+    features_dir = workspace.features_dir(source.id)
+    progress.start(f"preprocess {Path(source.path).name}", len(clips))
+    transcripts: dict[str, Transcript] = {}
+    asr_failures: dict[str, str] = {}
+    if samples.size:
+        for start, end, members in asr_windows(clips, speech):
+            try:
+                with _timed(timings, "asr"):
+                    result = asr_module.transcribe(samples[int(start * AUDIO_RATE): int(end * AUDIO_RATE)],
+                                                   config.asr, offset=start)
+            except MerforgeError as error:
+                for clip in members:
+                    asr_failures[clip.id] = str(error)
+                continue
+            provenance["asr"] = Provenance(backend=asr_module.BACKEND, model=result.model,
+                                           config_hash=config.section_hash("asr"))
+            for clip in members:
+                # A word belongs to the clip holding its midpoint; Whisper sometimes stretches a
+                # word over the pause before it, so its times are clamped to the clip.
+                words = tuple(
+                    w.model_copy(update={"start": max(w.start, round(clip.start, 3)),
+                                         "end": min(w.end, round(clip.end, 3))})
+                    for w in result.transcript.words if clip.start <= (w.start + w.end) / 2 < clip.end)
+                transcripts[clip.id] = result.transcript.model_copy(
+                    update={"words": words, "text": _join_words(words)})
+    for clip in clips:
+        try:
+            if clip.id in asr_failures:
+                raise asr_module.AsrModelError(asr_failures[clip.id])
+            window = samples[int(clip.start * AUDIO_RATE): int(clip.end * AUDIO_RATE)]
+            transcript = transcripts.get(clip.id, Transcript(language="", language_probability=0.0, text=""))
+            clip_turns = _clip_turns(turns, clip.start, clip.end)
+            words = assign_speakers(transcript.words, clip_turns) if clip_turns else list(transcript.words)
+            transcript = transcript.model_copy(update={"words": tuple(words)})
+            with _timed(timings, "prosody stats"):
+                stats = (prosody.prosody_stats(window, config.prosody, words=words, offset=clip.start)
+                         if window.size else ProsodyStats())
+            provenance["prosody"] = Provenance(backend="praat-parselmouth" + (" + opensmile eGeMAPSv02" if config.prosody.egemaps else ""),
+                                               config_hash=config.section_hash("prosody"))
+            if face_backend:
+                provenance["faces"] = Provenance(backend=face_backend, config_hash=config.section_hash("face"))
+            with _timed(timings, "alignment"):
+                timeline = build_timeline(clip.start, clip.end, config.timeline.rate, words, clip_turns,
+                                          prosody_times, f0, intensity, faces, face_times, face_interval)
+                words_table = word_table(words, prosody_times, f0, intensity)
+                timeline_path = features_dir / f"{clip.id}.timeline.parquet"
+                words_path = features_dir / f"{clip.id}.words.parquet"
+                _write_parquet(timeline_path, timeline)
+                _write_parquet(words_path, words_table)
+            features = ClipFeatures(
+                clip_id=clip.id, source_id=source.id, transcript=transcript, speaker_turns=clip_turns, prosody=stats,
+                faces=summarise_faces(faces, face_times, clip.start, clip.end, face_backend),
+                timeline_path=workspace.relative(timeline_path), words_path=workspace.relative(words_path),
+                provenance={**provenance, "merforge": Provenance(backend="merforge.preprocess", version=__version__,
+                                                                 config_hash=config_hash)},
+                config_hash=config_hash,
+            )
+            store.save_features(features, StageStatus(item_id=clip.id, stage=STAGE, state=StageState.DONE,
+                                                       config_hash=config_hash,
+                                                       details={"path": source.path, "words": len(words)}))
+            outcomes.append(PreprocessOutcome(clip.id, source.path, "done", seconds=clip.duration))
+        except MerforgeError as error:
+            reason = str(error)
+            store.set_status(StageStatus(item_id=clip.id, stage=STAGE, state=StageState.FAILED, reason=reason,
+                                         config_hash=config_hash, details={"path": source.path}))
+            outcomes.append(PreprocessOutcome(clip.id, source.path, "failed", reason))
+        except Exception as error:  # one clip's bug must not stop the others; keep the trace for the report
+            reason = f"{type(error).__name__}: {error}"
+            store.set_status(StageStatus(item_id=clip.id, stage=STAGE, state=StageState.FAILED, reason=reason,
+                                         config_hash=config_hash,
+                                         details={"path": source.path, "trace": traceback.format_exc()[-2000:]}))
+            outcomes.append(PreprocessOutcome(clip.id, source.path, "failed", reason))
+        progress.advance(1)
+    progress.finish()
+    return outcomes
+
+
+def preprocess_sources(workspace: Workspace, force: bool = False, progress: Progress | None = None) -> PreprocessReport:
+    """Preprocess every sampled clip that is new or whose inputs or config changed."""
+    report = PreprocessReport()
+    by_source: dict[str, list[Clip]] = {}
+    for clip in workspace.store.iter_clips():
+        by_source.setdefault(clip.source_id, []).append(clip)
+    for source_id, clips in by_source.items():
+        source = workspace.store.get_source(source_id)
+        todo = [c for c in clips if force or needs_preprocessing(workspace, c)]
+        report.outcomes += [PreprocessOutcome(c.id, source.path, "skipped") for c in clips if c not in todo]
+        if todo:
+            report.outcomes += preprocess_source(workspace, source, todo, progress, report.timings)
+    return report

