@@ -334,6 +334,29 @@ def print_sources_table(ws) -> None:
     console.print(table)
 
 
+def print_clips_table(ws) -> None:
+    """Per clip: what preprocessing measured (words, speakers, F0, faces, strongest AUs)."""
+    table = Table(title="what preprocessing measured")
+    for column in ("clip", "s", "words", "speakers", "F0 Hz", "face", "top AUs (estimates)"):
+        table.add_column(column)
+    for clip in ws.store.iter_clips():
+        features = ws.store.get_features(clip.id)
+        if features is None:
+            continue
+        source = ws.store.get_source(clip.source_id)
+        aus = sorted(features.faces.mean_aus.items(), key=lambda kv: -kv[1])[:3]
+        table.add_row(
+            f"{Path(source.path).stem[:14]} {clip.start:.1f}-{clip.end:.1f}",
+            f"{clip.duration:.1f}",
+            str(len(features.transcript.words)),
+            ",".join(sorted({t.speaker for t in features.speaker_turns})) or "-",
+            f"{features.prosody.f0_mean:.0f}" if features.prosody.f0_mean else "-",
+            f"{features.faces.presence:.0%}" if features.faces.frames_analysed else "-",
+            " ".join(f"{k} {v:.2f}" for k, v in aus) or "-",
+        )
+    console.print(table)
+
+
 @app.command()
 def demo(
     directory: Annotated[Path, typer.Argument(help="Workspace folder for the demo.")] = Path("demo-workspace"),
@@ -349,6 +372,7 @@ def demo(
     status(workspace=directory, as_json=False)
     ws = _open(directory)
     print_sources_table(ws)
+    print_clips_table(ws)
     ws.close()
     export(workspace=directory, output=directory / "clips.jsonl")
     console.print(f"\n[bold]demo finished in {time.perf_counter() - started:.1f} s[/]")

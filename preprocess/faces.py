@@ -49,7 +49,9 @@ with its weights; "openface-csv" reads OpenFace 2 FeatureExtraction output
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -109,7 +111,7 @@ def _interpreter(path: Path, threads: int) -> tuple[object, threading.Lock]:
     if cached is not None:
         return cached
     if not path.is_file():
-        raise FaceModelError(f"face model not found at {path}; set faces.model_dir to a folder holding "
+        raise FaceModelError(f"face model not found at {path}; set face.model_dir to a folder holding "
                              f"{DETECTOR_FILE} and {LANDMARK_FILE} (MediaPipe 0.10.21), or leave it empty "
                              "for the vendored copies")
     try:
@@ -117,12 +119,31 @@ def _interpreter(path: Path, threads: int) -> tuple[object, threading.Lock]:
     except ImportError as error:
         raise FaceModelError(f"cannot import the LiteRT interpreter ({error}); install ai-edge-litert") from None
     try:
-        interpreter = Interpreter(model_path=str(path), num_threads=threads)
-        interpreter.allocate_tensors()
+        with _quiet_native_stderr():
+            interpreter = Interpreter(model_path=str(path), num_threads=threads)
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as error:
         raise FaceModelError(f"cannot load face model {path}: {error}") from None
     with _INTERPRETERS_LOCK:
         return _INTERPRETERS.setdefault(key, (interpreter, threading.Lock()))
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """LiteRT's C++ runtime prints an INFO line per interpreter straight to file
+    descriptor 2; hide it so a curator's terminal shows only what matters."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _ssd_anchors() -> np.ndarray:
