@@ -253,5 +253,5 @@ def test_pyfeat_backend_says_what_is_missing():
 
 
 def test_missing_model_folder_is_reported(tmp_path):
-    with pytest.raises(FaceModelError, match="faces.model_dir"):
+    with pytest.raises(FaceModelError, match="face.model_dir"):
         FaceAnalyzer(FaceConfig(model_dir=str(tmp_path)))
