@@ -129,6 +129,41 @@ class TimelineConfig(_Section):
     rate: float = Field(10.0, gt=0, le=100, description="rows per second of the aligned timeline")
 
 
+class EndpointConfig(_Section):
+    """One OpenAI-compatible chat endpoint (OpenAI, Gemini's compatible API, vLLM, Ollama, llama.cpp)."""
+
+    name: str = Field(..., min_length=1, description="annotator id, e.g. 'gpt4o'")
+    base_url: str = Field(..., min_length=1)
+    model: str = Field(..., min_length=1)
+    api_key_env: str = Field("OPENAI_API_KEY", description="NAME of the environment variable holding the key")
+    temperature: float = Field(0.0, ge=0, le=2)
+    max_tokens: int = Field(800, ge=16, le=32000)
+    response_format: Literal["json_schema", "json_object", "none"] = "json_schema"
+    vision: bool = Field(True, description="send key frames as images")
+    audio: bool = Field(False, description="send the clip's audio (input_audio) where the endpoint accepts it")
+    max_concurrency: int = Field(4, ge=1, le=256)
+    requests_per_minute: int = Field(60, ge=1)
+    tokens_per_minute: int = Field(200_000, ge=1)
+    timeout: float = Field(60.0, gt=0, description="seconds per request")
+    max_retries: int = Field(4, ge=0, le=20)
+    price_in_per_million: float = Field(0.0, ge=0, description="USD per million input tokens")
+    price_out_per_million: float = Field(0.0, ge=0, description="USD per million output tokens")
+    cost_rank: int = Field(10, ge=0, description="cascade order: lower runs first")
+
+
+class AnnotateConfig(_Section):
+    label_space: str = Field("ekman7", description="ekman7, meld, iemocap4, iemocap, dfew, crema-d, ravdess, emodb, tess, savee")
+    agents: tuple[str, ...] = Field(("text", "acoustic", "visual"), description="offline agents and endpoint names to run")
+    endpoints: tuple[EndpointConfig, ...] = ()
+    cascade: bool = Field(False, description="run cheap agents first; costly ones only when those disagree or are unsure")
+    cascade_min_agreement: float = Field(0.67, gt=0, le=1, description="share of cheap agents that must agree")
+    cascade_min_confidence: float = Field(0.5, gt=0, le=1, description="mean probability of the agreed label")
+    few_shot: int = Field(0, ge=0, le=16, description="demonstrations per prompt (0: zero-shot)")
+    few_shot_pool: str = Field("", description="JSONL of reviewed examples (evidence text + label) for demonstrations")
+    max_key_frames: int = Field(3, ge=0, le=16)
+    concurrency: int = Field(8, ge=1, le=512, description="clips annotated at once")
+
+
 class Config(_Section):
     store: StoreConfig = StoreConfig()
     ingest: IngestConfig = IngestConfig()
@@ -143,6 +178,7 @@ class Config(_Section):
     denoise: DenoiseConfig = DenoiseConfig()
     prosody: ProsodyConfig = ProsodyConfig()
     timeline: TimelineConfig = TimelineConfig()
+    annotate: AnnotateConfig = AnnotateConfig()
 
     def section_hash(self, *sections: str) -> str:
         """A short stable hash of the named sections: a stage whose hash is unchanged is skipped."""
@@ -152,6 +188,9 @@ class Config(_Section):
 
     def sampling_hash(self) -> str:
         return self.section_hash("decode", "shots", "keyframes", "vad", "planner", "face")
+
+    def annotate_hash(self) -> str:
+        return self.section_hash("annotate")
 
     def preprocess_hash(self) -> str:
         return self.section_hash("asr", "diarization", "denoise", "prosody", "timeline")
@@ -344,4 +383,38 @@ egemaps = true
 [timeline]
 # Rows per second of the aligned per-clip timeline.
 rate = 10.0
+
+[annotate]
+# Label space: ekman7 (default), meld, iemocap4, iemocap, dfew, crema-d, ravdess, emodb, tess, savee.
+label_space = "ekman7"
+# Annotators to run on every clip: the offline specialists "text", "acoustic", "visual" and
+# the names of endpoints below.
+agents = ["text", "acoustic", "visual"]
+# Cascade: cheap agents first; costly ones only when the cheap ones disagree or are unsure.
+cascade = false
+cascade_min_agreement = 0.67
+cascade_min_confidence = 0.5
+# Few-shot demonstrations per prompt, chosen by embedding similarity with diversity from a
+# JSONL pool of reviewed examples; 0 is zero-shot.
+few_shot = 0
+few_shot_pool = ""
+max_key_frames = 3
+# Clips annotated at once.
+concurrency = 8
+
+# An OpenAI-compatible endpoint; add its name to `agents` to use it. Keys are read from the
+# environment variable NAMED here and never stored or logged.
+# [[annotate.endpoints]]
+# name = "gpt4o"
+# base_url = "https://api.openai.com/v1"
+# model = "gpt-4o-mini"
+# api_key_env = "OPENAI_API_KEY"
+# temperature = 0.0
+# response_format = "json_schema"   # or "json_object", "none"
+# vision = true
+# max_concurrency = 4
+# requests_per_minute = 60
+# tokens_per_minute = 200000
+# price_in_per_million = 0.15
+# price_out_per_million = 0.60
 """

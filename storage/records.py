@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timezone
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -217,3 +217,60 @@ class ClipFeatures(_Record):
     words_path: str = ""
     provenance: dict[str, Provenance] = Field(default_factory=dict)  # per part: asr, diarization, ...
     config_hash: str = ""
+
+
+# -- annotation records (issue: annotator agents) -------------------------------------
+
+
+class AnnotationStatus(StrEnum):
+    OK = "ok"
+    INVALID = "invalid"  # answered, but not in the contract (bad JSON, label outside the space, ...)
+    REFUSED = "refused"  # the model declined
+    ERROR = "error"  # no usable answer: endpoint errors, timeouts, exhausted retries
+
+
+class EvidenceItem(_Record):
+    """One piece of evidence an annotator cites, tied to a time range of the source (s)."""
+
+    modality: Literal["text", "audio", "visual"]
+    start: float
+    end: float
+    claim: str  # what the annotator says it saw or heard
+    feature: str = ""  # measured feature the claim rests on ("f0_mean", "AU12", "word"), if any
+    value: float | None = None  # the measured value cited, if any
+
+
+class Annotation(_Record):
+    """One annotator's answer for one clip: {label, step-by-step rationale, modality evidence}."""
+
+    id: str
+    clip_id: str
+    annotator_id: str
+    model: str = ""
+    endpoint: str = ""  # base URL for LLM agents; "offline" for specialist agents
+    prompt_version: str = ""
+    temperature: float | None = None
+    label_space: str = ""
+    label: str | None = None  # primary label, in the label space
+    label_probabilities: dict[str, float] = Field(default_factory=dict)  # over the label space, sums to ~1
+    labels: tuple[str, ...] = ()  # multi-label set (includes `label`)
+    intensity: float | None = None  # 0..1
+    valence: float | None = None  # -1..1
+    arousal: float | None = None  # -1..1
+    steps: tuple[str, ...] = ()  # "Step 1: ...", ..., the last one states the label
+    evidence: tuple[EvidenceItem, ...] = ()
+    raw_response: str = ""
+    status: AnnotationStatus = AnnotationStatus.OK
+    reason: str = ""
+    injection_flag: bool = False  # instruction-like text found in the transcript
+    injection_reason: str = ""
+    tokens_in: int = 0
+    tokens_out: int = 0
+    latency_s: float = 0.0
+    cost_usd: float = 0.0
+    cached: bool = False  # answered from the on-disk cache (no request sent)
+    created_at: datetime = Field(default_factory=utc_now)
+
+
+def annotation_id(clip_id: str, annotator_id: str, prompt_version: str) -> str:
+    return hashlib.sha256(f"{clip_id}:{annotator_id}:{prompt_version}".encode()).hexdigest()[:24]
