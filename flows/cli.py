@@ -205,6 +205,48 @@ def preprocess(
         console.print("see failures with: merforge status")
 
 
+@app.command()
+def annotate(
+    workspace: WorkspaceOption = Path("."),
+    force: Annotated[bool, typer.Option("--force", help="Re-annotate clips even if nothing changed.")] = False,
+    engine: EngineOption = "prefect",
+) -> None:
+    """Fan out every preprocessed clip to the annotator agents in annotate.agents (offline
+    specialists "text", "acoustic", "visual" and configured OpenAI-compatible endpoints); each
+    returns a label, step-by-step rationale and modality evidence. LLM requests are cached on
+    disk, so a re-run costs nothing."""
+    _check_engine(engine)
+    from merforge.flows.progress import RichProgress
+
+    try:
+        ws = _open(workspace)
+        started = time.perf_counter()
+        with RichProgress(console, unit="items") as progress:
+            if engine == "prefect":
+                _prefect_environment()
+                from merforge.flows import sample_flow as bridge
+                from merforge.flows.annotate_flow import annotate_flow
+
+                bridge.progress_bridge["progress"] = progress
+                try:
+                    summary = annotate_flow(str(ws.root), force)
+                finally:
+                    bridge.progress_bridge.clear()
+            else:
+                from merforge.agents.annotate import annotate_workspace
+
+                summary = annotate_workspace(ws, force=force, progress=progress).as_dict()
+        elapsed = time.perf_counter() - started
+    except MerforgeError as error:
+        _fail(error)
+    statuses = ", ".join(f"{k} {v}" for k, v in sorted(summary["statuses"].items())) or "none"
+    console.print(f"annotate: {summary['clips']} clips annotated, {summary['skipped']} unchanged in {elapsed:.1f} s; "
+                  f"answers: {statuses}")
+    if summary["calls"] or summary["cost_usd"]:
+        console.print(f"  endpoint calls {summary['calls']}, tokens in/out {summary['tokens_in']}/{summary['tokens_out']}, "
+                      f"cost ${summary['cost_usd']:.4f}, calls saved by the cascade {summary['cascade_skipped_calls']}")
+
+
 def collect_status(ws) -> dict[str, Any]:
     """Counts per stage and failures with reasons, as plain data (for --json)."""
     from merforge.storage.records import SourceStatus, StageState
@@ -230,6 +272,7 @@ def collect_status(ws) -> dict[str, Any]:
             "sample": {"done": len(sampled_ok), "failed": len(sample_failed),
                        "pending": len([s for s in usable if s.id not in sampled_ok and s.id not in sample_failed])},
             "preprocess": _preprocess_counts(ws),
+            "annotate": _annotate_counts(ws),
         },
         "clips": store.count_clips(),
         "failures": failures,
@@ -245,6 +288,20 @@ def _preprocess_counts(ws) -> dict[str, int]:
     done = {s.item_id for s in ws.store.statuses(STAGE, StageState.DONE) if s.config_hash == current} & clip_ids
     failed = {s.item_id for s in ws.store.statuses(STAGE, StageState.FAILED)} & clip_ids
     return {"done": len(done), "failed": len(failed), "pending": len(clip_ids - done - failed)}
+
+
+def _annotate_counts(ws) -> dict[str, int]:
+    from merforge.agents.annotate import STAGE, stage_hash
+    from merforge.storage.records import StageState
+
+    current = stage_hash(ws)
+    clip_ids = {c.id for c in ws.store.iter_clips()}
+    done = {s.item_id for s in ws.store.statuses(STAGE, StageState.DONE) if s.config_hash == current} & clip_ids
+    counts = {"clips done": len(done), "clips pending": len(clip_ids - done)}
+    for annotator, by_status in sorted(ws.store.annotation_counts().items()):
+        for state, count in sorted(by_status.items()):
+            counts[f"{annotator} {state}"] = count
+    return counts
 
 
 @app.command()
@@ -369,6 +426,7 @@ def demo(
     ingest([samples], workspace=directory, engine="library")
     sample(workspace=directory, force=False, engine=engine)
     preprocess(workspace=directory, force=False, engine=engine)
+    annotate(workspace=directory, force=False, engine=engine)
     status(workspace=directory, as_json=False)
     ws = _open(directory)
     print_sources_table(ws)

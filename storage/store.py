@@ -21,6 +21,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from merforge.errors import StoreError
 from merforge.storage import tables
 from merforge.storage.records import (
+    Annotation,
     Clip,
     ClipFeatures,
     ClipOrigin,
@@ -185,6 +186,39 @@ class Store:
     def count_features(self) -> int:
         with self.engine.connect() as connection:
             return connection.execute(sa.select(sa.func.count()).select_from(tables.clip_features)).scalar_one()
+
+    # -- annotations ---------------------------------------------------------------
+
+    def save_annotations(self, clip_id: str, annotations: Iterable[Annotation], status: StageStatus) -> None:
+        """Replace a clip's annotations by the given set and record the stage status, atomically."""
+        table = tables.annotations
+        rows = [{"id": a.id, "clip_id": clip_id, "annotator_id": a.annotator_id, "status": a.status.value,
+                 "label": a.label, "record": a.model_dump(mode="json"), "created_at": a.created_at}
+                for a in annotations]
+        with self.engine.begin() as connection:
+            connection.execute(table.delete().where(table.c.clip_id == clip_id))
+            if rows:
+                connection.execute(table.insert(), rows)
+            self._set_status(connection, status)
+
+    def annotations(self, clip_id: str | None = None) -> list[Annotation]:
+        table = tables.annotations
+        query = sa.select(table.c.record).order_by(table.c.clip_id, table.c.annotator_id)
+        if clip_id is not None:
+            query = query.where(table.c.clip_id == clip_id)
+        with self.engine.connect() as connection:
+            return [Annotation.model_validate(row.record) for row in connection.execute(query)]
+
+    def annotation_counts(self) -> dict[str, dict[str, int]]:
+        """{annotator_id: {status: count}}."""
+        table = tables.annotations
+        query = sa.select(table.c.annotator_id, table.c.status, sa.func.count()).group_by(table.c.annotator_id,
+                                                                                         table.c.status)
+        counts: dict[str, dict[str, int]] = {}
+        with self.engine.connect() as connection:
+            for annotator, status, count in connection.execute(query):
+                counts.setdefault(annotator, {})[status] = count
+        return counts
 
     # -- stage status --------------------------------------------------------------
 

@@ -80,3 +80,16 @@ clip_features = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 Index("ix_clip_features_source", clip_features.c.source_id)
+
+annotations = Table(
+    "annotations",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("clip_id", String(64), ForeignKey("clips.id", ondelete="CASCADE"), nullable=False),
+    Column("annotator_id", String(128), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("label", String(64), nullable=True),
+    Column("record", JSON, nullable=False),  # Annotation as JSON
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_annotations_clip", annotations.c.clip_id, annotations.c.annotator_id)

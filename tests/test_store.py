@@ -32,10 +32,10 @@ def _clip(source_id, start, end):
 
 def test_migrations_reach_head_and_reopen_is_a_no_op(database_url):
     store = Store.open(database_url)
-    assert store.schema_revision() == "0002"
+    assert store.schema_revision() == "0003"
     store.close()
     store = Store.open(database_url)
-    assert store.schema_revision() == "0002"
+    assert store.schema_revision() == "0003"
     assert set(sa.inspect(store.engine).get_table_names()) >= {"sources", "clips", "stage_status", "clip_features", "alembic_version"}
     store.close()
 
