@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from merforge.agents.evidence import detect_injection, load_clip_evidence
 from merforge.agents.fanout import ClipResult, annotate_clips
@@ -69,8 +70,12 @@ def build_agents(workspace: Workspace) -> list:
         if name in endpoints:
             from merforge.agents.openai_agent import OpenAIAgent
 
+            pool = None
+            if config.few_shot and config.few_shot_pool:
+                pool = Path(config.few_shot_pool)
+                pool = pool if pool.is_absolute() else workspace.root / pool  # relative to the workspace
             agents.append(OpenAIAgent(endpoints[name], cache_dir=workspace.root / "cache" / "llm",
-                                      annotate_config=config))
+                                      few_shot_pool=pool, annotate_config=config))
     return agents
 
 

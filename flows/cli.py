@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
+import warnings
+
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -34,6 +36,9 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
+# webrtcvad (used by resemblyzer) imports pkg_resources; its deprecation notice is not
+# something a curator can act on.
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
 WorkspaceOption = Annotated[
     Path,
