@@ -164,6 +164,51 @@ class AnnotateConfig(_Section):
     concurrency: int = Field(8, ge=1, le=512, description="clips annotated at once")
 
 
+class JudgeWeights(_Section):
+    recognition: float = Field(0.4, ge=0, le=1, description="a, the weight of S_rec")
+    reasoning: float = Field(0.35, ge=0, le=1, description="b, the weight of S_reason")
+    cot: float = Field(0.25, ge=0, le=1, description="c, the weight of S_cot")
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> "JudgeWeights":
+        total = self.recognition + self.reasoning + self.cot
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"judge weights must sum to 1 (a + b + c = {total:g}: recognition {self.recognition}, "
+                             f"reasoning {self.reasoning}, cot {self.cot})")
+        return self
+
+
+class JudgeConfig(_Section):
+    backend: Literal["evidence", "llm"] = Field("evidence", description="evidence-grounded (offline) or an LLM judge")
+    llm_endpoint: str = Field("", description="name of an [[annotate.endpoints]] entry used by the LLM judge")
+    task: str = Field("emotion", description="which entry of task_weights applies")
+    task_weights: dict[str, JudgeWeights] = Field(default_factory=lambda: {"emotion": JudgeWeights()})
+    sufficiency: bool = Field(True, description="re-judge each label from its cited evidence alone")
+
+    @model_validator(mode="after")
+    def _task_known(self) -> "JudgeConfig":
+        if self.task not in self.task_weights:
+            raise ValueError(f"judge.task = {self.task!r} has no entry in judge.task_weights "
+                             f"({', '.join(self.task_weights)})")
+        return self
+
+    @property
+    def weights(self) -> JudgeWeights:
+        return self.task_weights[self.task]
+
+
+class RouteConfig(_Section):
+    min_confidence: float = Field(0.6, ge=0, le=1, description="consensus confidence below this goes to review")
+    min_s_final: float = Field(0.5, ge=0, le=1, description="mean S_final of the agreeing annotations below this goes to review")
+    review_conflicts: bool = True
+    review_injections: bool = True
+    max_invalid_share: float = Field(0.34, ge=0, le=1, description="share of invalid/error answers above which a clip goes to review")
+    audit_share: float = Field(0.05, ge=0, le=1, description="random share of auto-accepted clips sent to review as audits")
+    seed: int = 0
+    target_precision: float = Field(0.95, gt=0, le=1, description="calibration: precision the auto-accept threshold must reach")
+    aggregation: Literal["dawid_skene", "weighted", "majority"] = "weighted"
+
+
 class Config(_Section):
     store: StoreConfig = StoreConfig()
     ingest: IngestConfig = IngestConfig()
@@ -179,6 +224,8 @@ class Config(_Section):
     prosody: ProsodyConfig = ProsodyConfig()
     timeline: TimelineConfig = TimelineConfig()
     annotate: AnnotateConfig = AnnotateConfig()
+    judge: JudgeConfig = JudgeConfig()
+    route: RouteConfig = RouteConfig()
 
     def section_hash(self, *sections: str) -> str:
         """A short stable hash of the named sections: a stage whose hash is unchanged is skipped."""
@@ -188,6 +235,9 @@ class Config(_Section):
 
     def sampling_hash(self) -> str:
         return self.section_hash("decode", "shots", "keyframes", "vad", "planner", "face")
+
+    def judge_hash(self) -> str:
+        return self.section_hash("judge", "route")
 
     def annotate_hash(self) -> str:
         return self.section_hash("annotate")
@@ -404,6 +454,40 @@ concurrency = 8
 
 # An OpenAI-compatible endpoint; add its name to `agents` to use it. Keys are read from the
 # environment variable NAMED here and never stored or logged.
+# [[annotate.endpoints]]  (see below)
+
+[judge]
+# "evidence": checks every rationale step and evidence claim against the measured features
+# (offline); "llm": per-step 0/1 judgments by the endpoint named in llm_endpoint.
+backend = "evidence"
+llm_endpoint = ""
+# S_final = a*S_rec + b*S_reason + c*S_cot with the weights of `task` (a + b + c = 1).
+task = "emotion"
+# Re-judge each label from its cited evidence alone.
+sufficiency = true
+
+[judge.task_weights.emotion]
+recognition = 0.4
+reasoning = 0.35
+cot = 0.25
+
+[route]
+# Clips go to review when the consensus is unsure, the judge scores are low, the
+# modalities conflict, the transcript holds instruction-like text, or answers are invalid.
+min_confidence = 0.6
+min_s_final = 0.5
+review_conflicts = true
+review_injections = true
+max_invalid_share = 0.34
+# A random share of auto-accepted clips is reviewed as an audit, so their precision is measured.
+audit_share = 0.05
+seed = 0
+# Calibration: the auto-accept threshold that reaches this precision with the fewest reviews.
+target_precision = 0.95
+# Which vote chooses the label: "weighted" (by S_final), "dawid_skene" or "majority".
+aggregation = "weighted"
+
+# Endpoint example:
 # [[annotate.endpoints]]
 # name = "gpt4o"
 # base_url = "https://api.openai.com/v1"

@@ -274,3 +274,68 @@ class Annotation(_Record):
 
 def annotation_id(clip_id: str, annotator_id: str, prompt_version: str) -> str:
     return hashlib.sha256(f"{clip_id}:{annotator_id}:{prompt_version}".encode()).hexdigest()[:24]
+
+
+# -- judge, consensus and routing records (issue: judge, aggregation, routing) ----------
+
+
+class ClaimCheck(_Record):
+    """One claim of a rationale or evidence item checked against the measured features."""
+
+    source: Literal["step", "evidence"]
+    index: int  # step number (1-based) or evidence index (0-based)
+    modality: str  # text | audio | visual | speaker | other
+    claim: str
+    verdict: Literal["supported", "contradicted", "unverifiable"]
+    reason: str  # which measurement decided it, with the values
+
+
+class JudgeScores(_Record):
+    """The judge's scores for one annotation, each with its reasons. All scores 0..1."""
+
+    annotation_id: str
+    clip_id: str
+    annotator_id: str
+    judge: str  # "evidence" or "llm:<endpoint name>"
+    status: Literal["ok", "unparseable", "error"] = "ok"
+    reason: str = ""
+    s_rec: float | None = None
+    s_reason: float | None = None
+    s_cot: float | None = None
+    s_final: float | None = None
+    weights: tuple[float, float, float] = (0.4, 0.35, 0.25)  # a, b, c for S_rec, S_reason, S_cot
+    checks: tuple[ClaimCheck, ...] = ()
+    reasons: dict[str, str] = Field(default_factory=dict)  # "s_rec" / "s_reason" / "s_cot" -> why
+    sufficient: bool | None = None  # does the cited evidence alone support the label?
+    sufficiency_reason: str = ""
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+
+
+class Route(StrEnum):
+    AUTO_ACCEPT = "auto-accept"
+    REVIEW = "review"
+    AUDIT = "audit"  # auto-accepted, but drawn at random for review so its precision is measured
+
+
+class Consensus(_Record):
+    """One decision per clip from all its annotations and their judge scores."""
+
+    clip_id: str
+    label: str | None  # chosen primary label
+    labels: tuple[str, ...] = ()  # chosen set for multi-label spaces
+    distribution: dict[str, float] = Field(default_factory=dict)  # consensus probability per label
+    confidence: float = 0.0  # probability of `label` under the consensus distribution
+    entropy: float = 0.0  # normalised entropy of the distribution, 0..1
+    majority_label: str | None = None
+    weighted_label: str | None = None  # S_final-weighted vote
+    dawid_skene_label: str | None = None
+    conflict: bool = False  # audio-, visual- and text-led evidence point different ways
+    conflict_reason: str = ""
+    route: Route = Route.REVIEW
+    route_reasons: tuple[str, ...] = ()
+    priority: float = 0.0  # review order: higher first (most informative)
+    intensity: float | None = None
+    valence: float | None = None
+    arousal: float | None = None
