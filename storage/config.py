@@ -209,6 +209,15 @@ class RouteConfig(_Section):
     aggregation: Literal["dawid_skene", "weighted", "majority"] = "weighted"
 
 
+class ReviewConfig(_Section):
+    double_annotation_share: float = Field(0.1, ge=0, le=1, description="share of review clips annotated blind by two reviewers")
+    claim_minutes: float = Field(30.0, gt=0, description="a claimed clip returns to the queue after this long without a decision")
+    login_attempts_per_minute: int = Field(5, ge=1, le=1000)
+    session_hours: float = Field(12.0, gt=0)
+    secret_env: str = Field("MERFORGE_SESSION_SECRET", description="NAME of the env variable with the cookie-signing secret; "
+                                                                  "unset: a random secret kept in <workspace>/.session_secret")
+
+
 class Config(_Section):
     store: StoreConfig = StoreConfig()
     ingest: IngestConfig = IngestConfig()
@@ -226,6 +235,7 @@ class Config(_Section):
     annotate: AnnotateConfig = AnnotateConfig()
     judge: JudgeConfig = JudgeConfig()
     route: RouteConfig = RouteConfig()
+    review: ReviewConfig = ReviewConfig()
 
     def section_hash(self, *sections: str) -> str:
         """A short stable hash of the named sections: a stage whose hash is unchanged is skipped."""
@@ -486,6 +496,17 @@ seed = 0
 target_precision = 0.95
 # Which vote chooses the label: "weighted" (by S_final), "dawid_skene" or "majority".
 aggregation = "weighted"
+
+[review]
+# Share of review clips that two reviewers annotate blind (for reviewer-vs-reviewer agreement).
+double_annotation_share = 0.1
+# A claimed clip goes back to the queue after this many minutes without a decision.
+claim_minutes = 30.0
+login_attempts_per_minute = 5
+session_hours = 12.0
+# NAME of the env variable holding the cookie-signing secret; unset: a random secret is
+# kept in <workspace>/.session_secret.
+secret_env = "MERFORGE_SESSION_SECRET"
 
 # Endpoint example:
 # [[annotate.endpoints]]

@@ -339,3 +339,39 @@ class Consensus(_Record):
     intensity: float | None = None
     valence: float | None = None
     arousal: float | None = None
+
+
+# -- review records (issue: review UI) --------------------------------------------------
+
+
+class ReviewDecision(StrEnum):
+    ACCEPT = "accept"  # the pipeline's label is right
+    CORRECT = "correct"  # the reviewer gives the right label(s)
+    REJECT = "reject"  # the clip is unusable (no emotion to judge, broken media, ...)
+    SKIP = "skip"  # no decision; the clip goes back to the queue
+
+
+class Review(_Record):
+    """A curator's decision on one clip. Double-annotated clips get two, made blind."""
+
+    id: str
+    clip_id: str
+    reviewer: str
+    decision: ReviewDecision
+    label: str | None = None  # final primary label (the pipeline's on accept, the reviewer's on correct)
+    labels: tuple[str, ...] = ()
+    intensity: float | None = None  # 0..1
+    valence: float | None = None  # -1..1
+    arousal: float | None = None  # -1..1
+    comment: str = ""
+    seconds_spent: float = 0.0
+    blind: bool = False  # made without seeing the pipeline's or another reviewer's choice
+    origin: Literal["ui", "label-studio", "import"] = "ui"
+    pipeline_label: str | None = None  # the consensus label at review time (for agreement reports)
+    created_at: datetime = Field(default_factory=utc_now)
+
+
+class Reviewer(_Record):
+    name: str
+    is_admin: bool = False
+    created_at: datetime = Field(default_factory=utc_now)

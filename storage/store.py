@@ -23,6 +23,8 @@ from merforge.storage import tables
 from merforge.storage.records import (
     Annotation,
     Clip,
+    Consensus,
+    JudgeScores,
     ClipFeatures,
     ClipOrigin,
     KeyFrame,
@@ -219,6 +221,55 @@ class Store:
             for annotator, status, count in connection.execute(query):
                 counts.setdefault(annotator, {})[status] = count
         return counts
+
+    # -- judge scores and consensus -------------------------------------------------
+
+    def save_judgement(self, clip_id: str, scores: Iterable[JudgeScores], consensus: Consensus,
+                       status: StageStatus) -> None:
+        """Replace a clip's judge scores and consensus, with its stage status, atomically."""
+        from datetime import datetime, timezone
+
+        scores_table, consensus_table = tables.judge_scores, tables.consensus
+        rows = [{"annotation_id": s.annotation_id, "judge": s.judge, "clip_id": clip_id, "s_final": s.s_final,
+                 "record": s.model_dump(mode="json")} for s in scores]
+        row = {"clip_id": clip_id, "label": consensus.label, "confidence": consensus.confidence,
+               "route": consensus.route.value, "priority": consensus.priority,
+               "record": consensus.model_dump(mode="json"), "updated_at": datetime.now(timezone.utc)}
+        with self.engine.begin() as connection:
+            connection.execute(scores_table.delete().where(scores_table.c.clip_id == clip_id))
+            if rows:
+                connection.execute(scores_table.insert(), rows)
+            connection.execute(consensus_table.delete().where(consensus_table.c.clip_id == clip_id))
+            connection.execute(consensus_table.insert().values(**row))
+            self._set_status(connection, status)
+
+    def judge_scores(self, clip_id: str | None = None) -> list[JudgeScores]:
+        table = tables.judge_scores
+        query = sa.select(table.c.record).order_by(table.c.clip_id, table.c.annotation_id)
+        if clip_id is not None:
+            query = query.where(table.c.clip_id == clip_id)
+        with self.engine.connect() as connection:
+            return [JudgeScores.model_validate(row.record) for row in connection.execute(query)]
+
+    def consensus(self, clip_id: str) -> Consensus | None:
+        table = tables.consensus
+        with self.engine.connect() as connection:
+            row = connection.execute(sa.select(table.c.record).where(table.c.clip_id == clip_id)).first()
+        return Consensus.model_validate(row.record) if row else None
+
+    def consensuses(self, route: str | None = None) -> list[Consensus]:
+        table = tables.consensus
+        query = sa.select(table.c.record).order_by(table.c.priority.desc(), table.c.clip_id)
+        if route is not None:
+            query = query.where(table.c.route == route)
+        with self.engine.connect() as connection:
+            return [Consensus.model_validate(row.record) for row in connection.execute(query)]
+
+    def route_counts(self) -> dict[str, int]:
+        table = tables.consensus
+        with self.engine.connect() as connection:
+            return {route: count for route, count in connection.execute(
+                sa.select(table.c.route, sa.func.count()).group_by(table.c.route))}
 
     # -- stage status --------------------------------------------------------------
 

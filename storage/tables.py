@@ -93,3 +93,27 @@ annotations = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 Index("ix_annotations_clip", annotations.c.clip_id, annotations.c.annotator_id)
+
+judge_scores = Table(
+    "judge_scores",
+    metadata,
+    Column("annotation_id", String(64), primary_key=True),
+    Column("judge", String(64), primary_key=True),
+    Column("clip_id", String(64), ForeignKey("clips.id", ondelete="CASCADE"), nullable=False),
+    Column("s_final", Float, nullable=True),
+    Column("record", JSON, nullable=False),  # JudgeScores as JSON
+)
+Index("ix_judge_scores_clip", judge_scores.c.clip_id)
+
+consensus = Table(
+    "consensus",
+    metadata,
+    Column("clip_id", String(64), ForeignKey("clips.id", ondelete="CASCADE"), primary_key=True),
+    Column("label", String(64), nullable=True),
+    Column("confidence", Float, nullable=False),
+    Column("route", String(16), nullable=False),
+    Column("priority", Float, nullable=False),
+    Column("record", JSON, nullable=False),  # Consensus as JSON
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_consensus_route", consensus.c.route, consensus.c.priority)
