@@ -1,6 +1,6 @@
 # The two commands a fresh machine needs:
 #   make demo   set up .venv and run merforge on the bundled samples, offline
-#   make test   set up .venv, start PostgreSQL if needed, run the whole test suite
+#   make test   set up .venv, start PostgreSQL and install Debian's chromium if needed, run the whole test suite
 .PHONY: setup demo test bench
 
 setup:
@@ -12,6 +12,7 @@ demo: setup
 
 test: setup
 	@bash scripts/services.sh
+	@bash scripts/browser.sh
 	.venv/bin/pytest
 
 bench: setup
