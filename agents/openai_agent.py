@@ -222,7 +222,7 @@ class EndpointFailure(Exception):
 
 
 @dataclass
-class _Exchange:
+class Exchange:
     """One answered request: the raw body and what it cost."""
 
     body: str
@@ -262,35 +262,24 @@ def _text_of(content: Any) -> str:
     return content if isinstance(content, str) else ""
 
 
-class OpenAIAgent:
-    """An AnnotatorAgent for one OpenAI-compatible endpoint.
+class ChatClient:
+    """Requests to one OpenAI-compatible endpoint with the cache, retries and limits above.
 
-    `few_shot_pool`: demonstrations (a list, or a JSONL path); default: the
-    `annotate_config.few_shot_pool` file when `annotate_config.few_shot` > 0.
-    `request_gate`: an optional semaphore shared with other agents, capping requests in
-    flight across them (e.g. one provider account's concurrency).
-    `backoff_s`: the first retry delay when the server gives no retry-after; it doubles
-    per retry (with jitter), capped at 30 s.
+    Shared by every caller of an endpoint (the annotator agent, the LLM judge): `send`
+    answers from the cache when it can, else sends the request under the endpoint's
+    concurrency, rate and token limits, retrying 429/5xx/timeouts with backoff, and stores
+    the answer. Raises EndpointFailure when no answer comes. `request_gate`: an optional
+    semaphore shared with other clients. `backoff_s`: the first retry delay when the server
+    gives no retry-after; it doubles per retry (with jitter), capped at 30 s.
     """
 
-    def __init__(self, endpoint: EndpointConfig, cache_dir: Path,
-                 few_shot_pool: Sequence[Demonstration] | Path | str | None = None,
-                 annotate_config: AnnotateConfig | None = None, *,
-                 embedder: Embedder | None = None, request_gate: asyncio.Semaphore | None = None,
-                 backoff_s: float = 1.0):
+    def __init__(self, endpoint: EndpointConfig, cache_dir: Path, *,
+                 request_gate: asyncio.Semaphore | None = None, backoff_s: float = 1.0):
         self.endpoint = endpoint
-        self.id = endpoint.name
-        self.cost_rank = endpoint.cost_rank
-        self.config = annotate_config or AnnotateConfig()
         self.cache = LLMCache(Path(cache_dir))
         self.backoff_s = backoff_s
         self.request_gate = request_gate
         self.limiter = RateLimiter(endpoint.requests_per_minute, endpoint.tokens_per_minute)
-        if few_shot_pool is None and self.config.few_shot and self.config.few_shot_pool:
-            few_shot_pool = self.config.few_shot_pool
-        pool = load_pool(Path(few_shot_pool)) if isinstance(few_shot_pool, (str, Path)) else list(few_shot_pool or [])
-        self.selector = DemonstrationSelector(pool, embed=embedder)
-        self._select_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: openai.AsyncOpenAI | None = None
         self._gate: asyncio.Semaphore | None = None
@@ -312,20 +301,18 @@ class OpenAIAgent:
             await self._client.close()
         self._client = None
 
-    def _redact(self, text: str) -> str:
+    def redact(self, text: str) -> str:
+        """`text` with the endpoint's API key replaced by [redacted]."""
         key = os.environ.get(self.endpoint.api_key_env, "")
         return text.replace(key, "[redacted]") if len(key) >= 4 else text
 
-    # -- one request, with retries
-
-    def _request(self, messages: list[dict], space: LabelSpace) -> dict[str, Any]:
+    def request(self, messages: list[dict], response_format: dict | None) -> dict[str, Any]:
         """The canonical request: what the cache key covers (no API key in it)."""
         request: dict[str, Any] = {"base_url": self.endpoint.base_url, "model": self.endpoint.model,
                                    "messages": messages, "temperature": self.endpoint.temperature,
                                    "max_tokens": self.endpoint.max_tokens}
-        fmt = response_format(self.endpoint, space)
-        if fmt is not None:
-            request["response_format"] = fmt
+        if response_format is not None:
+            request["response_format"] = response_format
         return request
 
     def _retry_delay(self, attempt: int, headers: Any = None) -> float:
@@ -336,12 +323,12 @@ class OpenAIAgent:
                     return min(value / divisor, MAX_RETRY_AFTER_S)
         return min(30.0, self.backoff_s * 2 ** attempt) * random.uniform(0.8, 1.2)
 
-    async def _send(self, request: dict[str, Any]) -> _Exchange:
+    async def send(self, request: dict[str, Any]) -> Exchange:
         key = request_key(request)
         hit = self.cache.get(key)
         if hit is not None:
-            return _Exchange(hit.body, int(hit.usage.get("prompt_tokens", 0)),
-                             int(hit.usage.get("completion_tokens", 0)), cached=True, requests=0)
+            return Exchange(hit.body, int(hit.usage.get("prompt_tokens", 0)),
+                            int(hit.usage.get("completion_tokens", 0)), cached=True, requests=0)
         api_key = os.environ.get(self.endpoint.api_key_env, "")
         if not api_key:
             raise EndpointFailure(f"environment variable {self.endpoint.api_key_env} is not set; export the API key "
@@ -369,7 +356,7 @@ class OpenAIAgent:
                 except openai.APIStatusError as error:
                     last_problem = f"HTTP {error.status_code}: {error.message}"
                     if error.status_code < 500 and error.status_code not in (408, 409):
-                        raise EndpointFailure(self._redact(last_problem)[:500]) from None
+                        raise EndpointFailure(self.redact(last_problem)[:500]) from None
                     delay = self._retry_delay(attempt, error.response.headers)
                 except openai.APITimeoutError:
                     last_problem = f"no answer within {self.endpoint.timeout:g} s (timeout)"
@@ -385,26 +372,74 @@ class OpenAIAgent:
                 RateLimiter.settle(booking, usage[0] + usage[1] or estimate)
                 self.cache.put(key, body, {"prompt_tokens": usage[0], "completion_tokens": usage[1]},
                                time.monotonic() - started)
-                return _Exchange(body, usage[0], usage[1], cached=False, requests=sent)
+                return Exchange(body, usage[0], usage[1], cached=False, requests=sent)
             if attempt < self.endpoint.max_retries:
                 await asyncio.sleep(delay)
-        raise EndpointFailure(self._redact(f"gave up after {sent} request(s): {last_problem}")[:500])
+        raise EndpointFailure(self.redact(f"gave up after {sent} request(s): {last_problem}")[:500])
+
+
+def completion_message(body: str) -> tuple[str, str, str]:
+    """(content, finish_reason, refusal) of a chat completion body. Raises ValueError when
+    the body is not a chat completion (no choices[0].message)."""
+    try:
+        data = json.loads(body)
+        choice = data["choices"][0]
+        message = choice.get("message") or {}
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        raise ValueError("the endpoint's response is not a chat completion (no choices[0].message)") from None
+    return _text_of(message.get("content")), choice.get("finish_reason") or "", str(message.get("refusal") or "")
+
+
+class OpenAIAgent:
+    """An AnnotatorAgent for one OpenAI-compatible endpoint.
+
+    `few_shot_pool`: demonstrations (a list, or a JSONL path); default: the
+    `annotate_config.few_shot_pool` file when `annotate_config.few_shot` > 0.
+    `request_gate`, `backoff_s`: see `ChatClient`.
+    """
+
+    def __init__(self, endpoint: EndpointConfig, cache_dir: Path,
+                 few_shot_pool: Sequence[Demonstration] | Path | str | None = None,
+                 annotate_config: AnnotateConfig | None = None, *,
+                 embedder: Embedder | None = None, request_gate: asyncio.Semaphore | None = None,
+                 backoff_s: float = 1.0):
+        self.endpoint = endpoint
+        self.id = endpoint.name
+        self.cost_rank = endpoint.cost_rank
+        self.config = annotate_config or AnnotateConfig()
+        self.client = ChatClient(endpoint, Path(cache_dir), request_gate=request_gate, backoff_s=backoff_s)
+        if few_shot_pool is None and self.config.few_shot and self.config.few_shot_pool:
+            few_shot_pool = self.config.few_shot_pool
+        pool = load_pool(Path(few_shot_pool)) if isinstance(few_shot_pool, (str, Path)) else list(few_shot_pool or [])
+        self.selector = DemonstrationSelector(pool, embed=embedder)
+        self._select_lock = threading.Lock()
+
+    @property
+    def requests_sent(self) -> int:
+        """HTTP requests, retries and repairs included."""
+        return self.client.requests_sent
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    def _redact(self, text: str) -> str:
+        return self.client.redact(text)
+
+    def _request(self, messages: list[dict], space: LabelSpace) -> dict[str, Any]:
+        return self.client.request(messages, response_format(self.endpoint, space))
+
+    async def _send(self, request: dict[str, Any]) -> Exchange:
+        return await self.client.send(request)
 
     # -- reading answers
 
-    def _read(self, exchange: _Exchange, evidence: ClipEvidence, space: LabelSpace, repaired: bool) -> _Reading:
+    def _read(self, exchange: Exchange, evidence: ClipEvidence, space: LabelSpace, repaired: bool) -> _Reading:
         try:
-            data = json.loads(exchange.body)
-            choice = data["choices"][0]
-            message = choice.get("message") or {}
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            return _Reading(AnnotationStatus.ERROR, exchange.body[:2000], {},
-                            "the endpoint's response is not a chat completion (no choices[0].message)")
-        content = _text_of(message.get("content"))
-        finish = choice.get("finish_reason") or ""
-        if message.get("refusal"):
-            return _Reading(AnnotationStatus.REFUSED, content or str(message["refusal"]), {},
-                            f"the model refused: {str(message['refusal'])[:300]}")
+            content, finish, refusal = completion_message(exchange.body)
+        except ValueError as problem:
+            return _Reading(AnnotationStatus.ERROR, exchange.body[:2000], {}, str(problem))
+        if refusal:
+            return _Reading(AnnotationStatus.REFUSED, content or refusal, {}, f"the model refused: {refusal[:300]}")
         size = len(content.encode("utf-8"))
         if size > MAX_ANSWER_BYTES:
             kept = content[:2000] + f"\n... [truncated: the answer was {size} bytes]"
@@ -488,7 +523,7 @@ class OpenAIAgent:
             "prompt_version": PROMPT_VERSION, "temperature": self.endpoint.temperature, "label_space": space.name,
             "injection_flag": bool(injection), "injection_reason": injection,
         }
-        exchanges: list[_Exchange] = []
+        exchanges: list[Exchange] = []
 
         def finish(status: AnnotationStatus, reason: str = "", raw: str = "", **fields: Any) -> Annotation:
             spent_in = sum(e.tokens_in for e in exchanges if not e.cached)

@@ -252,6 +252,52 @@ def annotate(
                       f"cost ${summary['cost_usd']:.4f}, calls saved by the cascade {summary['cascade_skipped_calls']}")
 
 
+@app.command()
+def judge(
+    workspace: WorkspaceOption = Path("."),
+    engine: EngineOption = "prefect",
+) -> None:
+    """Score every annotation (S_rec, S_reason, S_cot and S_final = a*S_rec + b*S_reason + c*S_cot,
+    each with reasons), build one consensus per clip (majority, S_final-weighted and Dawid-Skene
+    votes) and route it: auto-accept, review (with reasons and a priority) or audit."""
+    _check_engine(engine)
+    from merforge.flows.progress import RichProgress
+
+    try:
+        ws = _open(workspace)
+        started = time.perf_counter()
+        with RichProgress(console, unit="items") as progress:
+            if engine == "prefect":
+                _prefect_environment()
+                from merforge.flows import sample_flow as bridge
+                from merforge.flows.judge_flow import judge_flow
+
+                bridge.progress_bridge["progress"] = progress
+                try:
+                    summary = judge_flow(str(ws.root))
+                finally:
+                    bridge.progress_bridge.clear()
+            else:
+                from merforge.agents.judge_stage import judge_workspace
+
+                summary = judge_workspace(ws, progress=progress).as_dict()
+        elapsed = time.perf_counter() - started
+        from merforge.agents.judge_stage import calibration_report
+
+        calibration = calibration_report(ws)
+    except MerforgeError as error:
+        _fail(error)
+    routes = ", ".join(f"{k} {v}" for k, v in sorted(summary["routes"].items())) or "nothing to judge"
+    console.print(f"judge: {summary['annotations']} annotations of {summary['clips']} clips in {elapsed:.1f} s; routes: {routes}")
+    for annotator, reliability in sorted(summary["reliabilities"].items()):
+        console.print(f"  {annotator}: reliability {reliability:.2f} (Dawid-Skene), "
+                      f"mean S_final {summary['mean_s_final'].get(annotator, float('nan')):.2f}")
+    if calibration:
+        console.print(f"  calibration on {calibration['reviews']} reviews: ECE {calibration['ece_before']:.3f} -> "
+                      f"{calibration['ece_after']:.3f}; auto-accept at confidence >= {calibration['threshold']:.2f} "
+                      f"for precision {calibration['precision']:.2f}")
+
+
 def collect_status(ws) -> dict[str, Any]:
     """Counts per stage and failures with reasons, as plain data (for --json)."""
     from merforge.storage.records import SourceStatus, StageState
@@ -278,6 +324,7 @@ def collect_status(ws) -> dict[str, Any]:
                        "pending": len([s for s in usable if s.id not in sampled_ok and s.id not in sample_failed])},
             "preprocess": _preprocess_counts(ws),
             "annotate": _annotate_counts(ws),
+            "route": ws.store.route_counts(),
         },
         "clips": store.count_clips(),
         "failures": failures,
@@ -432,6 +479,7 @@ def demo(
     sample(workspace=directory, force=False, engine=engine)
     preprocess(workspace=directory, force=False, engine=engine)
     annotate(workspace=directory, force=False, engine=engine)
+    judge(workspace=directory, engine=engine)
     status(workspace=directory, as_json=False)
     ws = _open(directory)
     print_sources_table(ws)

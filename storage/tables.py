@@ -117,3 +117,51 @@ consensus = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 Index("ix_consensus_route", consensus.c.route, consensus.c.priority)
+
+# -- review (issue: review UI) ------------------------------------------------------------
+# Appended by migration 0005. Claims are the concurrency guard: (clip_id, slot) is the
+# primary key, so one slot is held by one reviewer only; slot 1 for single-review clips,
+# slots 1 and 2 for double-annotated ones. A reviewer holds at most one slot of a clip.
+
+from sqlalchemy import Boolean, Integer, UniqueConstraint  # noqa: E402
+
+reviewers = Table(
+    "reviewers",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("password_hash", Text, nullable=False),  # argon2id, PHC string
+    Column("is_admin", Boolean, nullable=False, default=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+claims = Table(
+    "claims",
+    metadata,
+    Column("clip_id", String(64), ForeignKey("clips.id", ondelete="CASCADE"), primary_key=True),
+    Column("slot", Integer, primary_key=True),
+    Column("reviewer", String(128), nullable=False),
+    Column("claimed_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("clip_id", "reviewer", name="uq_claims_clip_reviewer"),
+)
+Index("ix_claims_reviewer", claims.c.reviewer, claims.c.expires_at)
+Index("ix_claims_expires", claims.c.expires_at)
+
+reviews = Table(
+    "reviews",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("clip_id", String(64), ForeignKey("clips.id", ondelete="CASCADE"), nullable=False),
+    Column("reviewer", String(128), nullable=False),
+    Column("slot", Integer, nullable=False),  # claim slot it was made in; 0 for imported reviews
+    Column("needed", Integer, nullable=False),  # decisions the clip needs: 1, or 2 when double-annotated
+    Column("decision", String(16), nullable=False),
+    Column("label", String(64), nullable=True),
+    Column("blind", Boolean, nullable=False),
+    Column("seconds_spent", Float, nullable=False, default=0.0),
+    Column("record", JSON, nullable=False),  # Review as JSON
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+# One review per reviewer and clip (a later decision replaces that reviewer's SKIP).
+Index("ix_reviews_clip", reviews.c.clip_id, reviews.c.reviewer, unique=True)
+Index("ix_reviews_reviewer", reviews.c.reviewer, reviews.c.created_at)

@@ -1,0 +1,1026 @@
+"""The evidence-grounded judge: every annotation scored against what was measured.
+
+Per annotation three scores in 0..1, each with its reasons, and
+S_final = a * S_rec + b * S_reason + c * S_cot (JudgeWeights, a + b + c = 1).
+
+Claims. Each rationale step and each evidence item is parsed into atomic assertions and
+each is checked against the measured features in its time range (`check_claims`):
+
+- AU claims ("AU12 estimate 0.79", "smile", "frown", "raised brows", "no smile") against
+  the AU estimates of the primary face: numbers within AU_TOLERANCE of the mean, words
+  for an action against AU_ACTIVE (mean >= 0.30: present; < AU_INACTIVE = 0.15: absent;
+  between: unverifiable).
+- Prosody ("F0 mean 237 Hz", "rising pitch", "high pitch", "loud", "pause", "fast
+  speech", HNR, jitter, shimmer, rates) against ProsodyStats over the whole clip and the
+  timeline (F0, intensity) over a shorter window. Pitch direction is the least-squares F0
+  slope over the window's voiced rows (ProsodyStats.f0_slope over the whole clip).
+- Quotes ('"..."', single-quoted words) against the transcript words in the range.
+- Speakers ("S2") against the diarisation turns and the words' speakers.
+
+Times: evidence items are in source seconds (records.EvidenceItem). Times written in
+step text ("over 6.8-7.8 s", "at 3.2 s") are source seconds for offline agents (endpoint
+"offline", as the specialists write them) and clip-relative for LLM agents (as their prompt
+asks), falling back to the other reading when a span does not fit the clip. An
+assertion takes the span nearest to it in its step; with none it covers the whole clip.
+Whole-clip numbers are compared with the stored summaries (ProsodyStats, FaceSummary)
+and, failing that, with the timeline mean over the clip.
+
+One ClaimCheck per step or evidence item: contradicted when any of its assertions is
+contradicted (the reason names it with the measured values), supported when some are
+supported and none contradicted, else unverifiable (model-internal statements such as
+"ridge model: arousal +0.11" or "MiniLM cosine 0.11", or no measurable claim). The last
+step, when it only states the label, is the conclusion and is not a claim.
+
+Scores (constants below):
+
+- S_reason = max(0, S - CONTRADICTION_PENALTY * C) / (S + C + UNVERIFIABLE_WEIGHT * U)
+  over the claim checks (S supported, C contradicted, U unverifiable); 0 with no claims.
+- S_cot = mean of four 0/1-ish parts: share of the clip's available modalities (text:
+  words; audio: voiced speech; visual: a face analysed) the rationale or evidence
+  considers; at least two steps; an intermediate step that leads to the label (names it,
+  a synonym, or a cue of it: "smile" or AU12 for happiness); the last step states it.
+- S_rec = REC_CONSENSUS_WEIGHT * agreement + (1 - REC_CONSENSUS_WEIGHT) * label_fit, where
+  agreement = D(label) / max_l D(l) for D the reliability-weighted mean of the OTHER
+  annotations' label distributions (leave-one-out; label_probabilities, else one-hot;
+  reliability default 1.0), and label_fit (below). With no other usable annotation,
+  S_rec = label_fit.
+- label_fit(label) = weighted mean over the modalities measured of: visual, the EMFACS
+  prototype probability of the label relative to the best label (specialists.VisualAgent's
+  prototypes, temperature and neutral level); audio, exp(-0.5 z^2) with z the gap between
+  the arousal predicted from prosody (specialists' ridge model) and the label's circumplex
+  arousal over the model's held-out RMSE (prosody measures arousal, hardly valence:
+  Scherer 2003); text, the NRC lexicon's share for the label relative to the best label
+  (a neutral pseudo-count of 1; weight 0.5 when no emotion word is listed). No modality
+  measured: 0.5 (no information).
+- Sufficiency: label_fit from the cited modalities alone (those of the evidence items);
+  sufficient when >= SUFFICIENT_FIT.
+
+Annotations with status != ok are scored 0 with the status as reason, never dropped.
+
+Speed: `ClipFacts` is built once per clip (prefix sums over the timeline, so a window
+mean or slope costs two bisections; word index; label fits memoised) and shared by all
+the clip's annotations; parsed step texts are memoised by text.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from bisect import bisect_left
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from merforge.agents.evidence import ClipEvidence
+from merforge.agents.labels import CONCEPTS, LabelSpace
+from merforge.storage.config import JudgeWeights
+from merforge.storage.records import (
+    Annotation,
+    AnnotationStatus,
+    ClaimCheck,
+    EvidenceItem,
+    FaceSummary,
+    JudgeScores,
+    ProsodyStats,
+)
+
+JUDGE_NAME = "evidence"
+
+AU_ACTIVE = 0.30  # mean estimate at or above which an action is present (estimates are 0..1, 0 = neutral)
+AU_INACTIVE = 0.15  # below this it is absent
+AU_TOLERANCE = 0.06  # a cited AU value within this of the measured mean holds (2-decimal rounding + row edges)
+SLOPE_MIN = 3.0  # Hz/s: |F0 slope| below this is flat (neither rising nor falling)
+LEVEL_MARGIN = {"f0": 0.02, "intensity": 0.01}  # window mean vs clip mean, relative: "high pitch", "loud"
+FAST_RATE, SLOW_RATE = 3.0, 2.2  # words per second
+MIN_PAUSE = 0.2  # s: a gap between words at least this long is a pause
+QUOTE_SLACK = 1.0  # s: a quoted word may lie this far outside the cited range
+WHOLE_CLIP_SLACK = 0.15  # s: a span this close to both clip edges is the whole clip
+
+CONTRADICTION_PENALTY = 1.0
+UNVERIFIABLE_WEIGHT = 0.25
+REC_CONSENSUS_WEIGHT = 0.5
+SUFFICIENT_FIT = 0.5
+TEXT_NEUTRAL_PSEUDO = 1.0
+
+
+# -- per-clip facts -------------------------------------------------------------------
+
+
+class _Prefix:
+    """Cumulative sums of a timeline column's finite values: a window mean in O(1)."""
+
+    __slots__ = ("sums", "counts", "any")
+
+    def __init__(self, values: np.ndarray):
+        finite = np.isfinite(values)
+        self.sums = [0.0] + np.cumsum(np.where(finite, values, 0.0)).tolist()
+        self.counts = [0] + np.cumsum(finite).tolist()
+        self.any = bool(finite.any())
+
+    def mean(self, i: int, j: int) -> float | None:
+        n = self.counts[j] - self.counts[i]
+        return (self.sums[j] - self.sums[i]) / n if n else None
+
+
+@dataclass
+class ClipFacts:
+    """What the judge needs of one clip, computed once and shared by its annotations.
+    Times in source seconds."""
+
+    clip_id: str
+    start: float
+    end: float
+    times: list[float]
+    columns: dict[str, _Prefix]
+    slope_sums: tuple[list[float], ...]  # prefix sums of n, t, t^2, f, t*f over voiced F0 rows
+    prosody: ProsodyStats
+    faces: FaceSummary
+    words: list[tuple[str, float, float, str]]  # (normalised text, start, end, speaker)
+    word_index: dict[str, list[int]]
+    speakers: dict[str, list[tuple[float, float]]]  # speaker -> turns (and word spans)
+    pauses: list[tuple[float, float]]
+    has_text: bool
+    has_audio: bool
+    has_visual: bool
+    _fits: dict[tuple, tuple[float, str]] = field(default_factory=dict, repr=False)
+    _modality_scores: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    available: tuple[str, ...] = ()  # modalities measured: text (words), audio (voiced), visual (a face)
+
+    def __post_init__(self) -> None:
+        self.available = tuple(m for m, present in (("text", self.has_text), ("audio", self.has_audio),
+                                                    ("visual", self.has_visual)) if present)
+
+    @classmethod
+    def from_evidence(cls, evidence: ClipEvidence) -> "ClipFacts":
+        times_array = np.asarray(evidence.column("time"), dtype=np.float64)
+        n = times_array.size
+        columns: dict[str, _Prefix] = {}
+        for name, values in evidence.timeline.items():
+            if name in ("time", "speaker", "word", "voiced") or len(values) != n:
+                continue
+            if values.dtype == object:
+                try:
+                    values = values.astype(np.float64)
+                except (TypeError, ValueError):
+                    continue
+            columns[name] = _Prefix(values.astype(np.float64))
+        f0 = np.asarray(evidence.column("f0"), dtype=np.float64) if "f0" in evidence.timeline else np.full(n, np.nan)
+        voiced = np.isfinite(f0)
+        t = np.where(voiced, times_array, 0.0)
+        f = np.where(voiced, f0, 0.0)
+        slope_sums = tuple([0.0] + np.cumsum(x).tolist() for x in (voiced.astype(float), t, t * t, f, t * f))
+
+        words = []
+        for w in evidence.transcript.words:
+            text = _normalise(w.text)
+            if text:
+                words.append((text, float(w.start), float(w.end), w.speaker))
+        index: dict[str, list[int]] = {}
+        for i, (text, *_rest) in enumerate(words):
+            index.setdefault(text, []).append(i)
+        speakers: dict[str, list[tuple[float, float]]] = {}
+        for turn in evidence.speaker_turns:
+            speakers.setdefault(turn.speaker, []).append((turn.start, turn.end))
+        for _, ws, we, speaker in words:
+            if speaker:
+                speakers.setdefault(speaker, []).append((ws, we))
+        pauses = [(words[i][2], words[i + 1][1]) for i in range(len(words) - 1)
+                  if words[i + 1][1] - words[i][2] >= MIN_PAUSE]
+        prosody = evidence.prosody
+        faces = evidence.faces
+        return cls(
+            clip_id=evidence.clip.id, start=float(evidence.start), end=float(evidence.end),
+            times=times_array.tolist(), columns=columns, slope_sums=slope_sums, prosody=prosody, faces=faces,
+            words=words, word_index=index, speakers=speakers, pauses=pauses,
+            has_text=bool(words),
+            has_audio=bool(evidence.has_audio and prosody.f0_mean is not None),
+            has_visual=bool(evidence.has_video and faces.frames_analysed and faces.mean_aus),
+        )
+
+    # -- windows
+
+    def rows(self, start: float, end: float) -> tuple[int, int]:
+        """Timeline rows with start <= time < end (to the millisecond); at least the nearest
+        row when the window is shorter than the row spacing."""
+        i = bisect_left(self.times, start - 5e-4)
+        j = bisect_left(self.times, end - 5e-4)
+        if j <= i and i < len(self.times):
+            j = i + 1
+        return i, j
+
+    def window_mean(self, column: str, start: float, end: float) -> float | None:
+        prefix = self.columns.get(column)
+        if prefix is None or not prefix.any:
+            return None
+        i, j = self.rows(start, end)
+        return prefix.mean(i, j)
+
+    def f0_slope(self, start: float, end: float) -> float | None:
+        """Least-squares F0 slope (Hz/s) over the voiced rows of the window; None with < 3."""
+        i, j = self.rows(start, end)
+        n, st, stt, sf, stf = (s[j] - s[i] for s in self.slope_sums)
+        if n < 3:
+            return None
+        denominator = n * stt - st * st
+        return (n * stf - st * sf) / denominator if denominator > 1e-9 else None
+
+    def is_whole(self, start: float, end: float) -> bool:
+        return start <= self.start + WHOLE_CLIP_SLACK and end >= self.end - WHOLE_CLIP_SLACK
+
+
+def _normalise(text: str) -> str:
+    return _NON_WORD.sub("", text.lower())
+
+
+_NON_WORD = re.compile(r"[^a-z0-9']+")
+
+
+# -- parsing --------------------------------------------------------------------------
+
+_NUMBER = r"([+-]?\d+(?:\.\d+)?)"
+_UNIT = r"\s*(%|hz/s|hz|db|words?/s|syll(?:ables)?/s)?"
+# feature name (lower case) -> canonical feature
+_FEATURE_ALIASES = {
+    "f0 mean": "f0_mean", "mean f0": "f0_mean", "f0_mean": "f0_mean", "mean pitch": "f0_mean", "pitch": "f0_mean",
+    "f0": "f0_mean", "f0 sd": "f0_sd", "f0_sd": "f0_sd", "f0 range": "f0_range", "f0_range": "f0_range",
+    "f0 slope": "f0_slope", "f0_slope": "f0_slope", "slope": "f0_slope", "hnr": "hnr", "jitter": "jitter_local",
+    "jitter_local": "jitter_local", "shimmer": "shimmer_local", "shimmer_local": "shimmer_local",
+    "voiced fraction": "voiced_fraction", "voiced_fraction": "voiced_fraction", "voiced": "voiced_fraction",
+    "intensity mean": "intensity_mean", "intensity_mean": "intensity_mean", "intensity": "intensity_mean",
+    "loudness": "intensity_mean", "intensity sd": "intensity_sd", "intensity_sd": "intensity_sd",
+    "syllable rate": "speech_rate_syllables", "speech_rate_syllables": "speech_rate_syllables",
+    "speech rate": "speech_rate_words", "speech_rate_words": "speech_rate_words", "words": "words",
+    "pauses": "pause_count", "pause_count": "pause_count", "face_presence": "face_presence",
+    "face presence": "face_presence",
+}
+_FEATURE_NUMBER = re.compile(
+    r"(?<![a-z0-9_])(" + "|".join(sorted((re.escape(k) for k in _FEATURE_ALIASES), key=len, reverse=True))
+    + r"|au ?\d{1,2}(?!\d))(?: (?:estimate|estimates|mean|value|level|of|is|was|at|around|about|~))*"
+    + r"(?:\s*[:=]\s*|\s+)" + _NUMBER + _UNIT + r"(?![\d.]*[-\u2013]\d)")
+# "Transcript, 5 words", "(2 pauses": a count written before its noun, at a clause start
+# (not "1 of 5 words" or "negative 0 words").
+_NUMBER_FEATURE = re.compile(r"(?:^|[:;,(]\s*|transcript,?\s+)(\d+) (words|pauses?)\b")
+_SPAN = re.compile(r"(\d+(?:\.\d+)?)\s*(?:-|\u2013|to)\s*(\d+(?:\.\d+)?)\s*s\b|\bat (\d+(?:\.\d+)?)\s*s\b")
+_NEGATION = re.compile(r"\b(?:no|not|without|absent|absence of|lack of|lacks?|never|nor|none)\b[^.;,]{0,25}$")
+_FACE_PRESENT = re.compile(r"face present in (\d+(?:\.\d+)?)%")
+
+# Qualitative face actions -> the AUs that carry them (EMFACS / FACS names).
+_AU_WORDS = [
+    (r"smil\w*|grin\w*|lip corners? (?:pulled |turned |raised )?up\w*|lip corner puller", ("AU12",), "smile"),
+    (r"cheeks? rais\w*|raised cheeks?|cheek raiser|crow'?s feet|duchenne", ("AU06",), "cheek raise"),
+    (r"frown\w*|furrow\w*|(?:lowered|knitted|drawn) (?:eye)?brows?|(?:eye)?brows? (?:are )?(?:lowered|knitted|drawn)"
+     r"|brow lowerer", ("AU04",), "frown"),
+    (r"(?:raised|lifted) (?:inner |outer )?(?:eye)?brows?|(?:eye)?brows? (?:are )?(?:raised|lifted|raise)"
+     r"|brow raiser", ("AU01", "AU02"), "raised brows"),
+    (r"lip corners? (?:pulled |turned )?down\w*|down-?turned (?:mouth|lips)|lip corner depressor", ("AU15",),
+     "lip corners down"),
+    (r"(?:wrinkled|wrinkling) nose|nose wrinkl\w*", ("AU09",), "nose wrinkle"),
+    (r"jaw drop\w*|dropped jaw|open mouth|mouth (?:is )?(?:wide )?open\w*", ("AU25", "AU26"), "open mouth"),
+    (r"wide(?:ned)? eyes|eyes (?:wide|widen\w*)|upper lids? rais\w*", ("AU05",), "widened eyes"),
+    (r"squint\w*|lids? tighten\w*", ("AU07",), "lid tightening"),
+]
+_AU_WORD = re.compile("|".join(f"(?P<w{i}>{p})" for i, (p, _, _) in enumerate(_AU_WORDS)))
+_AU_STATE = re.compile(r"(?<![a-z0-9])(au ?\d{1,2}) (?:is |was |shows? )?(?:(active|activity|activation|present|"
+                       r"high|strong|raised|firing)|(absent|inactive|low|weak|zero|missing))\b")
+_PITCH_DIRECTION = re.compile(
+    r"(?:(rising|rises|rise|raising|increasing|climbing|upward|ascending)|(falling|falls|fall|dropping|drops|"
+    r"decreasing|declining|descending|downward|sinking)) (?:pitch|f0|intonation|tone|melody)"
+    r"|(?:pitch|f0|intonation)(?: contour)? (?:(rises|rising|goes up|increases|climbs)|(falls|falling|goes down|"
+    r"drops|decreases|declines))")
+_PITCH_LEVEL = re.compile(
+    r"(?:(high|higher|highest|raised|elevated)|(low|lower|lowest|deep|deeper)) (?:pitch|f0)"
+    r"|(?:pitch|f0) (?:is |was |gets )?(?:(high|higher|highest|raised|elevated|peaks)|(low|lower|lowest))\b")
+_LOUDNESS = re.compile(
+    r"\b(?:(loud\w*|shout\w*|yell\w*|raised voice|(?:high|increased|rising) (?:intensity|energy|volume))|(quiet\w*"
+    r"|soft voice|softly|whisper\w*|(?:low|decreased|falling) (?:intensity|energy|volume)|mumbl\w*))")
+_PAUSE = re.compile(r"\b(?:paus\w*|hesitat\w*|silence)")
+_RATE = re.compile(
+    r"(?:(fast|rapid|quick|hurried)|(slow|slowed|sluggish)) (?:speech|speaking|speech rate|pace|tempo|delivery)"
+    r"|(?:speaks?|talks?|speaking) (?:(fast|quickly|rapidly)|(slowly))")
+_SPEAKER = re.compile(r"\b(?:S(\d{1,2})|[Ss]peaker (\d{1,2}))\b")
+_QUOTE = re.compile(r"[\"\u201c]([^\"\u201d\n]{1,400})[\"\u201d]|(?<![\w])'([^'\n]{1,80}?)'(?![\w])")
+_MODEL_INTERNAL = re.compile(r"ridge model|minilm|cosine|softmax|circumplex|held-out|prototype activation|"
+                             r"probabilit|distance of|lexicon weight|combined:")
+_EMOTION_WORDS = frozenset(w for synonyms in CONCEPTS.values() for w in synonyms)
+
+
+@dataclass(frozen=True, slots=True)
+class Assertion:
+    """One checkable statement: kind, what it is about, and where it sits in the text."""
+
+    kind: str  # num | au | pitch_dir | pitch_level | loud | pause | rate | quote | speaker | internal
+    key: str  # feature, AU group ("AU01+AU02"), quoted phrase, speaker
+    value: float  # claimed number, or +1/-1 (direction, level), 1/0 (present/absent)
+    text: str  # the words that make it
+    position: int  # character offset, to find its time span
+
+
+# Cheap substring tests that skip a pattern family when none of its words occur.
+_AU_WORD_TRIGGERS = ("smil", "grin", "lip", "cheek", "crow", "duchenne", "frown", "furrow", "brow", "nose", "jaw",
+                     "mouth", "eye", "lid", "squint")
+_DIRECTIONAL = (
+    (_PITCH_DIRECTION, "pitch_dir", ("pitch", "f0", "intonation")),
+    (_PITCH_LEVEL, "pitch_level", ("pitch", "f0")),
+    (_LOUDNESS, "loud", ("loud", "shout", "yell", "voice", "intensity", "energy", "volume", "quiet", "soft",
+                         "whisper", "mumbl")),
+    (_RATE, "rate", ("speech", "speak", "talk", "pace", "tempo", "delivery")),
+)
+
+
+def _has_any(text: str, words: tuple[str, ...]) -> bool:
+    for word in words:
+        if word in text:
+            return True
+    return False
+
+
+def _negated(text: str, position: int) -> bool:
+    return bool(_NEGATION.search(text, max(0, position - 40), position))
+
+
+def _parse(text: str) -> tuple[tuple[Assertion, ...], tuple[tuple[int, float, float], ...]]:
+    """(assertions, spans) of one step or claim text; spans are (position, start, end) as
+    written. Memoised by text."""
+    hit = _PARSED.get(text)
+    if hit is not None:
+        return hit
+    low = text.lower()
+    found: list[Assertion] = []
+    taken: list[tuple[int, int]] = []
+    for m in _FEATURE_NUMBER.finditer(low):
+        name, number, unit = m.group(1), m.group(2), m.group(3) or ""
+        if number[0] in "+-" and not unit:
+            continue  # a signed, unit-less number is a contribution or a score, not a measurement
+        if name.startswith("au"):
+            feature = f"AU{int(name[2:].strip()):02d}"
+        else:
+            feature = _FEATURE_ALIASES[name]
+            if feature == "f0_mean" and name in ("pitch", "f0") and unit not in ("hz", ""):
+                continue
+            if name in ("intensity", "intensity mean", "loudness") and unit != "db":
+                continue  # "intensity 0.7" is the emotion's intensity, not the voice's level in dB
+        value = float(number) / (100.0 if unit == "%" else 1.0)
+        found.append(Assertion("num", feature, value, text[m.start():m.end()], m.start()))
+        taken.append(m.span())
+    for m in (_NUMBER_FEATURE.finditer(low) if "words" in low or "pause" in low else ()):
+        feature = "words" if m.group(2) == "words" else "pause_count"
+        found.append(Assertion("num", feature, float(m.group(1)), text[m.start(1):m.end()], m.start(1)))
+    m = _FACE_PRESENT.search(low) if "face present" in low else None
+    if m:
+        found.append(Assertion("num", "face_presence", float(m.group(1)) / 100, text[m.start():m.end()], m.start()))
+    for m in (_AU_WORD.finditer(low) if _has_any(low, _AU_WORD_TRIGGERS) else ()):
+        _, aus, name = _AU_WORDS[int(m.lastgroup[1:])]
+        present = 0.0 if _negated(low, m.start()) else 1.0
+        found.append(Assertion("au", "+".join(aus), present, text[m.start():m.end()], m.start()))
+    for m in (_AU_STATE.finditer(low) if "au" in low else ()):
+        au = f"AU{int(m.group(1)[2:].strip()):02d}"
+        present = 1.0 if m.group(2) else 0.0
+        if _negated(low, m.start()):
+            present = 1.0 - present
+        found.append(Assertion("au", au, present, text[m.start():m.end()], m.start()))
+    for pattern, kind, triggers in _DIRECTIONAL:
+        if not _has_any(low, triggers):
+            continue
+        for m in pattern.finditer(low):
+            groups = m.groups()
+            direction = 1.0 if any(groups[i] for i in range(0, len(groups), 2)) else -1.0
+            if _negated(low, m.start()):
+                direction = -direction if kind != "pitch_dir" else 0.0  # "not rising" is not "falling"
+            if direction:
+                found.append(Assertion(kind, kind, direction, text[m.start():m.end()], m.start()))
+    if not any(a.key == "pause_count" for a in found):
+        m = _PAUSE.search(low) if _has_any(low, ("paus", "hesitat", "silence")) else None
+        if m:
+            present = 0.0 if _negated(low, m.start()) else 1.0
+            found.append(Assertion("pause", "pause", present, text[m.start():m.end()], m.start()))
+    for m in (_SPEAKER.finditer(text) if "s" in low and ("speaker" in low or "S" in text) else ()):
+        speaker = f"S{m.group(1) or m.group(2)}"
+        found.append(Assertion("speaker", speaker, 1.0, m.group(0), m.start()))
+    for m in (_QUOTE.finditer(text) if '"' in text or "'" in text or "\u201c" in text else ()):
+        quoted = (m.group(1) or m.group(2)).strip()
+        phrase = " ".join(filter(None, (_normalise(t) for t in quoted.split())))
+        if not phrase or phrase in _EMOTION_WORDS or phrase.startswith("au") or not any(c.isalpha() for c in phrase):
+            continue
+        found.append(Assertion("quote", phrase, 1.0, m.group(0)[:120], m.start()))
+    m = _MODEL_INTERNAL.search(low)
+    if m:
+        found.append(Assertion("internal", m.group(0), 0.0, text[m.start():m.end()], m.start()))
+    spans = []
+    for m in (_SPAN.finditer(low) if " s" in low or "s " in low or low.endswith("s") else ()):
+        if m.group(3) is not None:
+            t = float(m.group(3))
+            spans.append((m.start(), t - 0.5, t + 0.5))
+        else:
+            spans.append((m.start(), float(m.group(1)), float(m.group(2))))
+    parsed = (tuple(found), tuple(spans))
+    if len(_PARSED) > 200_000:
+        _PARSED.clear()
+    _PARSED[text] = parsed
+    return parsed
+
+
+_PARSED: dict[str, tuple[tuple[Assertion, ...], tuple[tuple[int, float, float], ...]]] = {}
+
+
+# -- checking -------------------------------------------------------------------------
+
+SUPPORTED, CONTRADICTED, UNVERIFIABLE = "supported", "contradicted", "unverifiable"
+
+_SUMMARY_FEATURES = {"f0_mean", "f0_sd", "f0_range", "f0_slope", "hnr", "jitter_local", "shimmer_local",
+                     "voiced_fraction", "intensity_mean", "intensity_sd", "speech_rate_words",
+                     "speech_rate_syllables", "pause_count"}
+_TIMELINE_OF = {"f0_mean": "f0", "f0": "f0", "intensity_mean": "intensity", "intensity": "intensity"}
+_UNITS = {"f0_mean": " Hz", "f0_sd": " Hz", "f0_range": " Hz", "f0_slope": " Hz/s", "hnr": " dB",
+          "intensity_mean": " dB", "intensity_sd": " dB", "speech_rate_words": " words/s",
+          "speech_rate_syllables": " syll/s"}
+_MODALITY_OF = {"au": "visual", "pitch_dir": "audio", "pitch_level": "audio", "loud": "audio", "pause": "audio",
+                "rate": "audio", "quote": "text", "speaker": "speaker", "internal": "other"}
+
+
+def _tolerance(feature: str, measured: float) -> float:
+    if feature.startswith("AU"):
+        return AU_TOLERANCE
+    if feature in ("f0_mean", "f0"):
+        return max(6.0, 0.04 * abs(measured))
+    if feature in ("f0_sd", "f0_range"):
+        return max(5.0, 0.1 * abs(measured))
+    if feature == "f0_slope":
+        return max(3.0, 0.2 * abs(measured))
+    if feature in ("intensity_mean", "intensity", "intensity_sd", "hnr"):
+        return max(0.6, 0.03 * abs(measured))
+    if feature in ("jitter_local", "shimmer_local"):
+        return max(0.002, 0.1 * abs(measured))
+    if feature in ("voiced_fraction", "face_presence"):
+        return 0.03
+    if feature in ("speech_rate_words", "speech_rate_syllables"):
+        return 0.15
+    return 0.5  # counts
+
+
+def _span_text(start: float, end: float) -> str:
+    return f"{start:.1f}-{end:.1f} s"
+
+
+def _fmt(feature: str, value: float) -> str:
+    digits = 2 if feature.startswith("AU") or feature in ("voiced_fraction", "face_presence") else (
+        3 if feature in ("jitter_local", "shimmer_local") else (0 if feature in ("words", "pause_count") else 1))
+    return f"{value:.{digits}f}{_UNITS.get(feature, '')}"
+
+
+def _measured(feature: str, facts: ClipFacts, start: float, end: float) -> tuple[list[float], str]:
+    """Measured value(s) of `feature` over [start, end] (candidates, in preference order),
+    or ([], why not)."""
+    whole = facts.is_whole(start, end)
+    values: list[float] = []
+    if feature.startswith("AU"):
+        if not facts.has_visual:
+            return [], "no face was analysed in the clip"
+        if whole and feature in facts.faces.mean_aus:
+            values.append(facts.faces.mean_aus[feature])
+        window = facts.window_mean(feature, start, end)
+        if window is not None:
+            values.append(window)
+        return values, "" if values else f"no {feature} estimate in {_span_text(start, end)}"
+    if feature == "face_presence":
+        return ([facts.faces.presence] if whole else []), "" if whole else "presence is measured per clip"
+    if feature == "words":
+        return [float(sum(1 for _, ws, we, _ in facts.words if ws >= start - 0.1 and we <= end + 0.1))], ""
+    if feature in _SUMMARY_FEATURES or feature in _TIMELINE_OF:
+        if feature not in ("voiced_fraction", "pause_count", "speech_rate_words") and not facts.has_audio:
+            return [], "no voiced speech was measured in the clip"
+        if whole and feature in _SUMMARY_FEATURES:
+            stored = getattr(facts.prosody, feature)
+            if stored is not None:
+                values.append(float(stored))
+        column = _TIMELINE_OF.get(feature)
+        if column is not None:
+            window = facts.window_mean(column, start, end)
+            if window is not None:
+                values.append(window)
+        elif feature == "f0_slope" and not whole:
+            slope = facts.f0_slope(start, end)
+            if slope is not None:
+                values.append(slope)
+        if values:
+            return values, ""
+        return [], (f"{feature} is measured over the whole clip only" if not whole
+                    else f"{feature} was not measured")
+    return [], f"{feature} is not a measured feature"
+
+
+def _check_number(feature: str, claimed: float, facts: ClipFacts, start: float, end: float,
+                  text: str) -> tuple[str, str]:
+    values, why = _measured(feature, facts, start, end)
+    span = _span_text(start, end)
+    if not values:
+        verdict = CONTRADICTED if why.startswith("no ") and "in the clip" in why else UNVERIFIABLE
+        return verdict, f"'{text}' over {span}: {why}"
+    for value in values:
+        if abs(claimed - value) <= _tolerance(feature, value):
+            return SUPPORTED, f"'{text}' over {span}: measured {_fmt(feature, value)}"
+    return CONTRADICTED, (f"'{text}' over {span}: claimed {_fmt(feature, claimed)}, measured "
+                          f"{_fmt(feature, values[0])}")
+
+
+def _check_au(group: str, present: float, facts: ClipFacts, start: float, end: float, text: str) -> tuple[str, str]:
+    span = _span_text(start, end)
+    if not facts.has_visual:
+        return CONTRADICTED, f"'{text}' over {span}: no face was analysed in the clip"
+    best = None
+    best_au = ""
+    for au in group.split("+"):
+        value = facts.window_mean(au, start, end)
+        if value is not None and (best is None or value > best):
+            best, best_au = value, au
+    if best is None:
+        return UNVERIFIABLE, f"'{text}' over {span}: no {group} estimate in the range"
+    state = "present" if present else "absent"
+    measured = f"{best_au} mean {best:.2f}"
+    if best >= AU_ACTIVE:
+        verdict = SUPPORTED if present else CONTRADICTED
+        why = f"active (>= {AU_ACTIVE:.2f})"
+    elif best < AU_INACTIVE:
+        verdict = CONTRADICTED if present else SUPPORTED
+        why = f"no activity (< {AU_INACTIVE:.2f})"
+    else:
+        return UNVERIFIABLE, f"'{text}' ({state}) over {span}: {measured}, weak (between {AU_INACTIVE:.2f} and " \
+                             f"{AU_ACTIVE:.2f})"
+    return verdict, f"'{text}' ({state}) over {span}: {measured}, {why}"
+
+
+def _check_level(kind: str, direction: float, facts: ClipFacts, start: float, end: float,
+                 text: str) -> tuple[str, str]:
+    column = "f0" if kind == "pitch_level" else "intensity"
+    span = _span_text(start, end)
+    if not facts.has_audio:
+        return CONTRADICTED, f"'{text}' over {span}: no voiced speech was measured in the clip"
+    if facts.is_whole(start, end):
+        return UNVERIFIABLE, f"'{text}' over the whole clip: no speaker baseline to compare {column} with"
+    window = facts.window_mean(column, start, end)
+    clip = facts.window_mean(column, facts.start, facts.end)
+    if window is None or clip is None:
+        return UNVERIFIABLE, f"'{text}' over {span}: no {column} measured in the range"
+    unit = "Hz" if column == "f0" else "dB"
+    margin = LEVEL_MARGIN[column] * abs(clip)
+    higher = window > clip + margin
+    lower = window < clip - margin
+    measured = f"{column} mean {window:.1f} {unit} vs clip mean {clip:.1f} {unit}"
+    if (direction > 0 and higher) or (direction < 0 and lower):
+        return SUPPORTED, f"'{text}' over {span}: {measured}"
+    if (direction > 0 and lower) or (direction < 0 and higher):
+        return CONTRADICTED, f"'{text}' over {span}: {measured}"
+    return UNVERIFIABLE, f"'{text}' over {span}: {measured}, within {margin:.1f} {unit}"
+
+
+def _check_assertion(a: Assertion, facts: ClipFacts, start: float, end: float) -> tuple[str, str]:
+    kind = a.kind
+    if kind == "num":
+        return _check_number(a.key, a.value, facts, start, end, a.text)
+    if kind == "au":
+        return _check_au(a.key, a.value, facts, start, end, a.text)
+    span = _span_text(start, end)
+    if kind == "quote":
+        return _check_quote(a.key, facts, start, end, a.text)
+    if kind == "pitch_dir":
+        if not facts.has_audio:
+            return CONTRADICTED, f"'{a.text}' over {span}: no voiced speech was measured in the clip"
+        slope = facts.prosody.f0_slope if facts.is_whole(start, end) else None
+        if slope is None:
+            slope = facts.f0_slope(start, end)
+        if slope is None:
+            return UNVERIFIABLE, f"'{a.text}' over {span}: fewer than 3 voiced F0 rows"
+        direction = "rising" if slope >= SLOPE_MIN else "falling" if slope <= -SLOPE_MIN else "flat"
+        measured = f"F0 slope {slope:+.1f} Hz/s ({direction})"
+        if direction == "flat":
+            return CONTRADICTED, f"'{a.text}' over {span}: {measured}"
+        ok = (a.value > 0) == (direction == "rising")
+        return (SUPPORTED if ok else CONTRADICTED), f"'{a.text}' over {span}: {measured}"
+    if kind in ("pitch_level", "loud"):
+        return _check_level(kind, a.value, facts, start, end, a.text)
+    if kind == "pause":
+        if facts.is_whole(start, end) and facts.has_audio:
+            count = facts.prosody.pause_count
+        else:
+            count = sum(1 for ps, pe in facts.pauses if ps < end and pe > start)
+        ok = (count > 0) == (a.value > 0)
+        return (SUPPORTED if ok else CONTRADICTED), f"'{a.text}' over {span}: {count} pause(s) measured"
+    if kind == "rate":
+        inside = [w for w in facts.words if w[1] >= start - 0.1 and w[2] <= end + 0.1]
+        if len(inside) < 2:
+            return UNVERIFIABLE, f"'{a.text}' over {span}: fewer than two words"
+        rate = len(inside) / max(0.1, inside[-1][2] - inside[0][1])
+        measured = f"{rate:.1f} words/s"
+        if (a.value > 0 and rate >= FAST_RATE) or (a.value < 0 and rate <= SLOW_RATE):
+            return SUPPORTED, f"'{a.text}' over {span}: {measured}"
+        if (a.value > 0 and rate <= SLOW_RATE) or (a.value < 0 and rate >= FAST_RATE):
+            return CONTRADICTED, f"'{a.text}' over {span}: {measured}"
+        return UNVERIFIABLE, f"'{a.text}' over {span}: {measured}, between {SLOW_RATE} and {FAST_RATE}"
+    if kind == "speaker":
+        turns = facts.speakers.get(a.key)
+        if not turns:
+            known = ", ".join(sorted(facts.speakers)) or "none"
+            return CONTRADICTED, f"'{a.text}': no speaker {a.key} in the clip (speakers: {known})"
+        if any(ts < end and te > start for ts, te in turns):
+            return SUPPORTED, f"'{a.text}' speaks within {span}"
+        return CONTRADICTED, f"'{a.text}' does not speak within {span}"
+    return UNVERIFIABLE, f"'{a.text}': a model-internal statement, not a measurement"
+
+
+def _check_quote(phrase: str, facts: ClipFacts, start: float, end: float, text: str) -> tuple[str, str]:
+    tokens = phrase.split()
+    words = facts.words
+    span = _span_text(start, end)
+    if not words:
+        return CONTRADICTED, f"quote {text} over {span}: no words were recognised in the clip"
+    n = len(tokens)
+    candidates = facts.word_index.get(tokens[0], ())
+    if not candidates and n == 1:  # a truncated single word: prefix match
+        candidates = [i for i, w in enumerate(words) if w[0].startswith(tokens[0])]
+    found_outside = None
+    for i in candidates:
+        if i + n > len(words):
+            continue
+        ok = True
+        for k in range(1, n):
+            word = words[i + k][0]
+            if word != tokens[k] and not (k == n - 1 and word.startswith(tokens[k])):
+                ok = False
+                break
+        if ok:
+            ws, we = words[i][1], words[i + n - 1][2]
+            if ws >= start - QUOTE_SLACK and we <= end + QUOTE_SLACK:
+                return SUPPORTED, f"quote {text} said at {_span_text(ws, we)}"
+            found_outside = (ws, we)
+    if found_outside:
+        return CONTRADICTED, (f"quote {text} is said at {_span_text(*found_outside)}, outside the cited {span}")
+    said = " ".join(w[0] for w in words[:12]) + (" ..." if len(words) > 12 else "")
+    return CONTRADICTED, f"quote {text} is not in the transcript ({said!r})"
+
+
+def _resolve_span(start: float, end: float, facts: ClipFacts, relative_first: bool) -> tuple[float, float]:
+    """A span written in a step, in source seconds (see module docstring)."""
+    fits_source = facts.start - 0.1 <= start and end <= facts.end + 0.1
+    fits_relative = end <= facts.end - facts.start + 0.1
+    if relative_first and fits_relative or not fits_source and fits_relative:
+        return facts.start + start, facts.start + end
+    return start, end
+
+
+def _verdict(results: list[tuple[str, str, str]]) -> tuple[str, str, str]:
+    """(verdict, reason, modality) of one step or item from its assertions' results."""
+    if len(results) == 1:
+        return results[0]
+    bad = [r for r in results if r[0] == CONTRADICTED]
+    if bad:
+        others = [r for r in results if r[0] != CONTRADICTED]
+        reason = "; ".join(r[1] for r in bad) + ("; also " + "; ".join(r[1] for r in others[:3]) if others else "")
+        return CONTRADICTED, reason, bad[0][2]
+    good = [r for r in results if r[0] == SUPPORTED]
+    if good:
+        return SUPPORTED, "; ".join(r[1] for r in results), good[0][2]
+    return UNVERIFIABLE, "; ".join(r[1] for r in results), results[0][2]
+
+
+_LABEL_ONLY = re.compile(r"^\s*(?:step\s*\d+\s*[:.)-]\s*)?(?:therefore|so|thus|hence|overall|finally|in conclusion)?"
+                         r"[, ]*(?:the )?(?:final |predicted |most prominent )?(?:label|emotion|answer)")
+
+
+def check_claims(annotation: Annotation, facts: ClipFacts) -> list[ClaimCheck]:
+    """One ClaimCheck per rationale step and per evidence item (module docstring); the
+    last step is left out when it only states the label."""
+    checks: list[ClaimCheck] = []
+    relative_first = annotation.endpoint != "offline"
+    steps = annotation.steps
+    last = len(steps)
+    for number, step in enumerate(steps, start=1):
+        assertions, spans = _parse(step)
+        if number == last and _LABEL_ONLY.match(step.lower()) and all(a.kind == "internal" for a in assertions):
+            continue  # the conclusion: scored by S_cot, not a claim about the clip
+        if not assertions:
+            checks.append(ClaimCheck(source="step", index=number, modality="other", claim=step[:300],
+                                     verdict=UNVERIFIABLE, reason="no measurable claim"))
+            continue
+        results = []
+        for a in assertions:
+            if spans:
+                nearest = spans[0] if len(spans) == 1 else min(spans, key=lambda s: abs(s[0] - a.position))
+                start, end = _resolve_span(nearest[1], nearest[2], facts, relative_first)
+            else:
+                start, end = facts.start, facts.end
+            verdict, reason = _check_assertion(a, facts, start, end)
+            results.append((verdict, reason, _modality(a)))
+        verdict, reason, modality = _verdict(results)
+        checks.append(ClaimCheck(source="step", index=number, modality=modality, claim=step[:300], verdict=verdict,
+                                 reason=reason))
+    for number, item in enumerate(annotation.evidence):
+        verdict, reason = _check_item(item, facts)
+        checks.append(ClaimCheck(source="evidence", index=number, modality=item.modality, claim=item.claim[:300],
+                                 verdict=verdict, reason=reason))
+    return checks
+
+
+def _modality(a: Assertion) -> str:
+    if a.kind == "num":
+        return "visual" if a.key.startswith("AU") or a.key == "face_presence" else (
+            "text" if a.key == "words" else "audio")
+    return _MODALITY_OF[a.kind]
+
+
+_ITEM_FEATURES = {"f0": "f0_mean", "intensity": "intensity_mean", "face_presence": "face_presence",
+                  "words": "words"}
+_INTERNAL_FEATURES = {"minilm_cosine", "cosine", "probability", "valence", "arousal"}
+
+
+def _check_item(item: EvidenceItem, facts: ClipFacts) -> tuple[str, str]:
+    """An evidence item: its feature/value, then whatever its claim text asserts, over its
+    own [start, end] (source seconds)."""
+    start, end = item.start, item.end
+    results: list[tuple[str, str, str]] = []
+    feature = item.feature.strip()
+    if feature:
+        canonical = _ITEM_FEATURES.get(feature) or _FEATURE_ALIASES.get(feature.lower()) or (
+            f"AU{int(feature[2:]):02d}" if feature[:2].upper() == "AU" and feature[2:].isdigit() else "")
+        if feature in _INTERNAL_FEATURES:
+            results.append((UNVERIFIABLE, f"{feature}: a model-internal score, not a measurement", item.modality))
+        elif canonical and item.value is not None:
+            verdict, reason = _check_number(canonical, float(item.value), facts, start, end,
+                                            f"{feature} {item.value:g}")
+            results.append((verdict, reason, item.modality))
+    assertions, _ = _parse(item.claim)
+    for a in assertions:
+        if a.kind == "num" and feature and item.value is not None:
+            continue  # the item's own feature/value is the number it cites
+        verdict, reason = _check_assertion(a, facts, start, end)
+        results.append((verdict, reason, item.modality))
+    if feature == "word" and not any(a.kind == "quote" for a in assertions):
+        first = item.claim.split()[0] if item.claim.split() else ""
+        phrase = _normalise(first)
+        if phrase:
+            results.append((*_check_quote(phrase, facts, start, end, first), item.modality))
+    if not results:
+        return UNVERIFIABLE, "no measurable claim"
+    verdict, reason, _ = _verdict(results)
+    return verdict, reason
+
+
+# -- label fit and sufficiency -----------------------------------------------------------
+
+
+def _modality_fits(facts: ClipFacts, space: LabelSpace) -> dict[str, tuple[dict[str, float], float, str]]:
+    """Per measured modality: (fit per label 0..1, weight, how it was measured). Memoised
+    per clip and space."""
+    key = "fits:" + space.name
+    cached = facts._modality_scores.get(key)
+    if cached is not None:
+        return cached
+    from merforge.agents import specialists as sp
+
+    out: dict[str, tuple[dict[str, float], float, str]] = {}
+    if facts.has_visual:
+        aus = facts.faces.mean_aus
+        activation = {concept: float(np.mean([aus[au] for au in proto if au in aus]))
+                      for concept, proto in sp.AU_PROTOTYPES.items()
+                      if any(au in aus for au in proto) and sp.space_label_for(concept, space) is not None}
+        probabilities = sp.concepts_to_space(sp.softmax(dict(activation, neutral=sp.NEUTRAL_ACTIVATION),
+                                                        sp.VISUAL_TEMPERATURE), space)
+        top = max(probabilities.values())
+        out["visual"] = ({k: v / top for k, v in probabilities.items()}, 1.0, "EMFACS prototypes of the mean AUs")
+    if facts.has_audio:
+        model = sp.load_acoustic_model()
+        predictions, _, _ = sp.predict_affect(facts.prosody, model)
+        arousal = predictions["arousal"]
+        spread = max(0.1, model["targets"]["arousal"]["nested_loo"]["rmse"])
+        fits = {label: math.exp(-0.5 * ((arousal - sp.CIRCUMPLEX[space.concepts[label]][1]) / spread) ** 2)
+                for label in space.labels}
+        out["audio"] = (fits, 1.0, f"arousal {arousal:+.2f} predicted from prosody")
+    if facts.has_text:
+        lexicon = sp.nrc_lexicon()
+        counts: dict[str, float] = {"neutral": TEXT_NEUTRAL_PSEUDO}
+        hits = 0
+        for text, *_ in facts.words:
+            entry = sp.lexicon_entry(text.strip("'"), lexicon)
+            for category in entry[1] if entry else ():
+                concept = sp.NRC_TO_CONCEPT.get(category)
+                if concept:
+                    counts[concept] = counts.get(concept, 0.0) + 1.0
+                    hits += 1
+        probabilities = sp.concepts_to_space(counts, space)
+        top = max(probabilities.values())
+        out["text"] = ({k: v / top for k, v in probabilities.items()}, 1.0 if hits else 0.5,
+                       f"{hits} NRC emotion word(s)")
+    facts._modality_scores[key] = out
+    return out
+
+
+def label_fit(label: str | None, facts: ClipFacts, space: LabelSpace,
+              modalities: Sequence[str] | None = None) -> tuple[float, str]:
+    """How well `label` fits the measured evidence, 0..1, with the reason (module
+    docstring); only `modalities` when given. 0.5 when no modality was measured; 0 for a
+    label outside the space."""
+    key = (space.name, label, None if modalities is None else tuple(sorted(set(modalities))))
+    hit = facts._fits.get(key)
+    if hit is not None:
+        return hit
+    if label is None or label not in space.concepts:
+        result = (0.0, f"label {label!r} is not in the {space.name} label space")
+    else:
+        per_modality = _modality_fits(facts, space)
+        chosen = [m for m in ("visual", "audio", "text") if m in per_modality
+                  and (modalities is None or m in modalities)]
+        if not chosen:
+            result = (0.5, "no measured modality" + (f" among {', '.join(key[2])}" if key[2] else "")
+                      + "; fit 0.50 (no information)")
+        else:
+            total = sum(per_modality[m][1] for m in chosen)
+            fit = sum(per_modality[m][0][label] * per_modality[m][1] for m in chosen) / total
+            parts = ", ".join(f"{m} {per_modality[m][0][label]:.2f} ({per_modality[m][2]})" for m in chosen)
+            result = (round(fit, 4), f"{label} fits {parts}: {fit:.2f}")
+    facts._fits[key] = result
+    return result
+
+
+def check_sufficiency(annotation: Annotation, facts: ClipFacts, space: LabelSpace) -> tuple[bool, str]:
+    """Does the evidence the annotation cites support its label on its own? label_fit over
+    the cited modalities only (speaker claims count as text)."""
+    cited = sorted({"text" if item.modality == "text" else item.modality for item in annotation.evidence})
+    if not cited:
+        return False, "no evidence cited"
+    fit, reason = label_fit(annotation.label, facts, space, cited)
+    measured = [m for m in cited if m in facts.available]
+    if not measured:
+        return False, f"cited {', '.join(cited)}, none of it measured in the clip"
+    ok = fit >= SUFFICIENT_FIT
+    return ok, f"from {', '.join(cited)} alone: {reason} ({'>=' if ok else '<'} {SUFFICIENT_FIT})"
+
+
+# -- chain of thought ---------------------------------------------------------------------
+
+_MODALITY_WORDS = {
+    "text": re.compile(r"transcript|\bwords?\b|\bsaid\b|\bsays?\b|\bquote|lexicon|\bspeech content|\bphrase|"
+                       r"\bsentence|\bverbal|[\"\u201c]"),
+    "audio": re.compile(r"pitch|\bf0|voice|vocal|prosod|loud|intensity|\bpause|speech rate|\btone\b|hnr|jitter|"
+                        r"shimmer|voiced|syllable|acoustic|audio"),
+    "visual": re.compile(r"\bface|facial|\bau ?\d|smil|frown|\bbrow|\beyes?\b|cheek|\blips?\b|mouth|\bframe|"
+                         r"expression|visual|\bjaw"),
+}
+_CUES = {
+    "happiness": ("smil", "laugh", "au06", "au12", "cheek", "grin"),
+    "sadness": ("cry", "tear", "au15", "au01", "sob", "frown", "lip corners down"),
+    "anger": ("frown", "au04", "au07", "shout", "loud", "glare", "tense"),
+    "fear": ("au20", "au05", "widened", "tremb", "scream", "high pitch"),
+    "surprise": ("au01", "au02", "au26", "raised brow", "gasp", "open mouth", "jaw drop"),
+    "disgust": ("au09", "nose wrinkl", "au15", "grimace"),
+    "neutral": ("no particular", "relaxed", "even voice", "flat", "abstain", "nothing to judge"),
+}
+
+
+def _label_patterns(label: str, space: LabelSpace) -> tuple[re.Pattern, re.Pattern]:
+    """(names the label or a synonym, names it or one of its cues), compiled once per label."""
+    key = (space.name, label)
+    hit = _LABEL_PATTERNS.get(key)
+    if hit is None:
+        concept = space.concepts.get(label, "")
+        names = sorted({label, *CONCEPTS.get(concept, ())}, key=len, reverse=True)
+        named = r"\b(?:" + "|".join(re.escape(n) for n in names) + r")\b"
+        cues = "|".join(re.escape(c) for c in _CUES.get(concept, ()))
+        hit = (re.compile(named), re.compile(named + (f"|{cues}" if cues else "")))
+        _LABEL_PATTERNS[key] = hit
+    return hit
+
+
+_LABEL_PATTERNS: dict[tuple[str, str], tuple[re.Pattern, re.Pattern]] = {}
+
+
+def cot_score(annotation: Annotation, facts: ClipFacts, space: LabelSpace) -> tuple[float, str]:
+    """S_cot (module docstring) with its reason."""
+    steps = annotation.steps
+    label = annotation.label or ""
+    lowered = [s.lower() for s in steps]
+    joined = " ".join(lowered)
+    considered = {item.modality for item in annotation.evidence}
+    for modality, pattern in _MODALITY_WORDS.items():
+        if modality not in considered and pattern.search(joined):
+            considered.add(modality)
+    available = facts.available
+    missing = [m for m in available if m not in considered]
+    coverage = 1.0 - len(missing) / len(available) if available else 1.0
+    enough = 1.0 if len(steps) >= 2 else 0.0
+    if label:
+        named, named_or_cue = _label_patterns(label, space)
+        states = 1.0 if steps and (label in lowered[-1] or named.search(lowered[-1])) else 0.0
+        leads = 1.0 if len(lowered) > 1 and named_or_cue.search(" | ".join(lowered[:-1])) else 0.0
+    else:
+        states = leads = 0.0
+    score = (coverage + enough + states + leads) / 4
+    notes = [f"modalities {len(available) - len(missing)}/{len(available)}"
+             + (f" (not considered: {', '.join(missing)})" if missing else ""),
+             f"{len(steps)} step(s)" + ("" if enough else " (fewer than 2)"),
+             "an intermediate step leads to the label" if leads else "no intermediate step leads to the label",
+             "the last step states the label" if states else f"the last step does not state the label {label!r}"]
+    return round(score, 4), "; ".join(notes)
+
+
+# -- scores ---------------------------------------------------------------------------------
+
+
+def reason_score(checks: Sequence[ClaimCheck]) -> tuple[float, str]:
+    """S_reason (module docstring) with its reason naming the contradicted claims."""
+    supported = sum(1 for c in checks if c.verdict == SUPPORTED)
+    contradicted = [c for c in checks if c.verdict == CONTRADICTED]
+    unverifiable = len(checks) - supported - len(contradicted)
+    denominator = supported + len(contradicted) + UNVERIFIABLE_WEIGHT * unverifiable
+    if denominator <= 0:
+        return 0.0, "no claims to check"
+    score = max(0.0, supported - CONTRADICTION_PENALTY * len(contradicted)) / denominator
+    reason = f"{supported} supported, {len(contradicted)} contradicted, {unverifiable} unverifiable of {len(checks)}"
+    if contradicted:
+        reason += "; contradicted: " + " | ".join(f"{c.source} {c.index}: {c.reason}" for c in contradicted[:5])
+    return round(score, 4), reason
+
+
+def _distribution(annotation: Annotation, space: LabelSpace) -> dict[str, float]:
+    probabilities = {k: v for k, v in annotation.label_probabilities.items() if k in space.concepts and v > 0}
+    total = sum(probabilities.values())
+    if total > 0 and annotation.label in probabilities:
+        return {k: v / total for k, v in probabilities.items()}
+    return {annotation.label: 1.0}
+
+
+def _usable(annotation: Annotation, space: LabelSpace) -> bool:
+    return annotation.status == AnnotationStatus.OK and annotation.label in space.concepts
+
+
+def _zero(annotation: Annotation, weights: tuple[float, float, float], reason: str) -> JudgeScores:
+    return JudgeScores(annotation_id=annotation.id, clip_id=annotation.clip_id, annotator_id=annotation.annotator_id,
+                       judge=JUDGE_NAME, reason=reason, s_rec=0.0, s_reason=0.0, s_cot=0.0, s_final=0.0,
+                       weights=weights, reasons={"s_rec": reason, "s_reason": reason, "s_cot": reason},
+                       sufficient=False, sufficiency_reason=reason)
+
+
+def judge_clip(annotations: Sequence[Annotation], facts: ClipFacts, space: LabelSpace, weights: JudgeWeights,
+               reliabilities: Mapping[str, float] | None = None, sufficiency: bool = True) -> list[JudgeScores]:
+    """JudgeScores for every annotation of one clip, in order (module docstring for the
+    formulas). `reliabilities`: annotator id -> weight >= 0 in the leave-one-out consensus
+    (default 1.0). Annotations that are not ok, or whose label is outside the space, are
+    scored 0 with the reason."""
+    a, b, c = weights.recognition, weights.reasoning, weights.cot
+    triple = (a, b, c)
+    reliabilities = reliabilities or {}
+    usable = [_usable(x, space) for x in annotations]
+    # Leave-one-out consensus: the weighted sum over all usable annotations, minus one's own.
+    dists: list[dict[str, float] | None] = []
+    total: dict[str, float] = {}
+    total_weight = 0.0
+    for annotation, ok in zip(annotations, usable):
+        if not ok:
+            dists.append(None)
+            continue
+        dist = _distribution(annotation, space)
+        dists.append(dist)
+        r = max(0.0, float(reliabilities.get(annotation.annotator_id, 1.0)))
+        total_weight += r
+        for k, v in dist.items():
+            total[k] = total.get(k, 0.0) + r * v
+    results = []
+    for annotation, ok, dist in zip(annotations, usable, dists):
+        if annotation.status != AnnotationStatus.OK:
+            why = f"annotation status {annotation.status}: {annotation.reason or 'no reason given'}"
+            results.append(_zero(annotation, triple, why))
+            continue
+        if not ok:
+            results.append(_zero(annotation, triple, f"label {annotation.label!r} is not in the {space.name} "
+                                                     "label space"))
+            continue
+        label = annotation.label
+        fit, fit_reason = label_fit(label, facts, space)
+        r = max(0.0, float(reliabilities.get(annotation.annotator_id, 1.0)))
+        others_weight = total_weight - r
+        if others_weight > 1e-9:
+            others = {k: v - r * dist.get(k, 0.0) for k, v in total.items()}
+            top_label = max(others, key=others.__getitem__)
+            agreement = max(0.0, others[label] if label in others else 0.0) / others[top_label] \
+                if others[top_label] > 1e-12 else 0.0
+            s_rec = REC_CONSENSUS_WEIGHT * agreement + (1 - REC_CONSENSUS_WEIGHT) * fit
+            rec_reason = (f"others' weighted consensus gives {label} {others.get(label, 0.0) / others_weight:.2f} "
+                          f"(top {top_label} {others[top_label] / others_weight:.2f}): agreement {agreement:.2f}; "
+                          f"label fit {fit_reason}; S_rec = {REC_CONSENSUS_WEIGHT} * {agreement:.2f} + "
+                          f"{1 - REC_CONSENSUS_WEIGHT} * {fit:.2f}")
+        else:
+            s_rec = fit
+            rec_reason = f"no other annotation to agree with; label fit {fit_reason}"
+        checks = check_claims(annotation, facts)
+        s_reason, reason_reason = reason_score(checks)
+        s_cot, cot_reason = cot_score(annotation, facts, space)
+        s_rec = round(s_rec, 4)
+        sufficient, sufficiency_reason = (check_sufficiency(annotation, facts, space) if sufficiency
+                                          else (None, ""))
+        results.append(JudgeScores(
+            annotation_id=annotation.id, clip_id=annotation.clip_id, annotator_id=annotation.annotator_id,
+            judge=JUDGE_NAME, s_rec=s_rec, s_reason=s_reason, s_cot=s_cot,
+            s_final=a * s_rec + b * s_reason + c * s_cot, weights=triple, checks=tuple(checks),
+            reasons={"s_rec": rec_reason, "s_reason": reason_reason, "s_cot": cot_reason},
+            sufficient=sufficient, sufficiency_reason=sufficiency_reason))
+    return results

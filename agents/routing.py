@@ -1,0 +1,146 @@
+"""Routing: auto-accept, review or audit each clip, with the reasons in plain words.
+
+A clip goes to **review** when any of these holds (thresholds from `RouteConfig`):
+
+- no valid answer at all ("no valid answers");
+- its consensus confidence is below `min_confidence` ("confidence 0.42 < 0.60");
+- the mean S_final of the answers that agree with the chosen label is below `min_s_final`
+  ("mean S_final 0.31 < 0.50"); clips whose agreeing answers the judge did not score are
+  not held back by this rule;
+- the modalities conflict and `review_conflicts` is on (the aggregation's reason,
+  "modalities conflict: visual says happiness (0.72), audio says anger (0.65)");
+- an answer flagged instruction-like text in the transcript and `review_injections` is on
+  ("instruction-like text in the transcript" plus the flag's reason);
+- the share of invalid / refused / error answers exceeds `max_invalid_share`
+  ("2 of 5 answers invalid").
+
+Every other clip is **auto-accepted**, except a random `audit_share` of them that goes to
+review as an **audit** ("audit: random 5% of auto-accepted clips"), so the precision of
+auto-acceptance is measured. The draw is a hash of (seed, clip id), not a random stream:
+re-running a batch, or routing clips in another order or in other batches, audits the
+same clips.
+
+Priority (review order, higher first): uncertainty sampling by margin (Scheffer, Decomain
+and Wrobel, "Active hidden Markov models for information extraction", IDA 2001): 1 - (p1 -
+p2), the gap between the two most probable labels, doubled for a modality conflict. A
+50/50 split between two labels scores 1, a unanimous clip 0, a split conflict 2. Every clip
+gets a priority (auto-accepted ones too, so a changed threshold can re-rank them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from merforge.agents.aggregate import ConsensusTable
+from merforge.storage.config import RouteConfig
+from merforge.storage.records import Annotation, AnnotationStatus, Consensus, JudgeScores, Route
+
+ROUTES = (Route.AUTO_ACCEPT, Route.REVIEW, Route.AUDIT)
+AUTO_ACCEPT, REVIEW, AUDIT = 0, 1, 2
+INJECTION_REASON = "instruction-like text in the transcript"
+
+
+def audit_draw(clip_ids: Sequence[str], seed: int) -> np.ndarray:
+    """A uniform number in [0, 1) per clip, fixed by (seed, clip id)."""
+    out = np.empty(len(clip_ids))
+    prefix = f"{seed}:".encode()
+    for i, clip in enumerate(clip_ids):
+        digest = hashlib.blake2b(prefix + clip.encode(), digest_size=8).digest()
+        out[i] = int.from_bytes(digest, "big") / 2.0**64
+    return out
+
+
+def review_priority(margin: np.ndarray, conflict: np.ndarray) -> np.ndarray:
+    """(1 - margin) * (1 + conflict): most informative first."""
+    return (1.0 - np.asarray(margin, dtype=float)) * (1.0 + np.asarray(conflict, dtype=float))
+
+
+def _route_arrays(clip_ids: Sequence[str], has_label: np.ndarray, confidence: np.ndarray,
+                  s_final_agreeing: np.ndarray, conflict: np.ndarray, conflict_reason: Sequence[str],
+                  injection: np.ndarray, injection_reason: Sequence[str], n_invalid: np.ndarray,
+                  n_answers: np.ndarray, config: RouteConfig) -> tuple[np.ndarray, list[tuple[str, ...]]]:
+    """Route codes and reasons; the one rule set behind `route` and `route_many`."""
+    n = len(clip_ids)
+    no_label = ~has_label
+    low_confidence = has_label & (confidence < config.min_confidence)
+    low_s_final = has_label & ~np.isnan(s_final_agreeing) & (s_final_agreeing < config.min_s_final)
+    conflicted = conflict & config.review_conflicts
+    injected = injection & config.review_injections
+    invalid_share = np.divide(n_invalid, n_answers, out=np.zeros(n), where=n_answers > 0)
+    too_invalid = (n_invalid > 0) & (invalid_share > config.max_invalid_share)
+    review = no_label | low_confidence | low_s_final | conflicted | injected | too_invalid
+    routes = np.where(review, REVIEW, AUTO_ACCEPT).astype(np.int8)
+    accepted = np.flatnonzero(~review)
+    if config.audit_share > 0 and accepted.size:
+        draw = audit_draw([clip_ids[i] for i in accepted], config.seed)
+        routes[accepted[draw < config.audit_share]] = AUDIT
+    audit_reason = (f"audit: random {config.audit_share * 100:g}% of auto-accepted clips",)
+    reasons: list[tuple[str, ...]] = [()] * n
+    for i in np.flatnonzero(routes == AUDIT):
+        reasons[i] = audit_reason
+    for i in np.flatnonzero(review):
+        why = []
+        if no_label[i]:
+            why.append("no valid answers")
+        if low_confidence[i]:
+            why.append(f"confidence {confidence[i]:.2f} < {config.min_confidence:.2f}")
+        if low_s_final[i]:
+            why.append(f"mean S_final {s_final_agreeing[i]:.2f} < {config.min_s_final:.2f}")
+        if conflicted[i]:
+            why.append(conflict_reason[i])
+        if injected[i]:
+            why.append(f"{INJECTION_REASON} ({injection_reason[i]})" if injection_reason[i] else INJECTION_REASON)
+        if too_invalid[i]:
+            why.append(f"{int(n_invalid[i])} of {int(n_answers[i])} answers invalid")
+        reasons[i] = tuple(why)
+    return routes, reasons
+
+
+def route_many(consensus: ConsensusTable, config: RouteConfig) -> ConsensusTable:
+    """Route every clip of a `ConsensusTable` in place (route, route_reasons, priority); returns it."""
+    routes, reasons = _route_arrays(
+        consensus.clip_ids, consensus.label >= 0, consensus.confidence, consensus.s_final_agreeing,
+        consensus.conflict, consensus.conflict_reason, consensus.injection, consensus.injection_reason,
+        consensus.n_invalid, consensus.n_answers, config)
+    consensus.route = routes
+    consensus.route_reasons = reasons
+    consensus.priority = review_priority(consensus.margin, consensus.conflict)
+    return consensus
+
+
+def route(consensus: Consensus, annotations: Sequence[Annotation],
+          scores: Mapping[str, JudgeScores] | Sequence[JudgeScores], config: RouteConfig,
+          rng: np.random.Generator | None = None) -> Consensus:
+    """Route one clip: its Consensus, its annotations and their judge scores (by annotation id,
+    or a list). Same rules as `route_many`; without the label space here, an answer counts as
+    invalid when its status is not OK or it has no label. `rng` is accepted for symmetry with other stages
+    and not used: the audit draw is a hash of (config.seed, clip id), so re-runs agree."""
+    del rng
+    if not isinstance(scores, Mapping):
+        scores = {s.annotation_id: s for s in scores}
+    answers = [a for a in annotations if a.clip_id == consensus.clip_id] or list(annotations)
+    invalid = sum(1 for a in answers if a.status != AnnotationStatus.OK or not a.label)
+    flagged = [a for a in answers if a.injection_flag]
+    agreeing = [scores[a.id].s_final for a in answers
+                if a.status == AnnotationStatus.OK and a.label == consensus.label and a.id in scores
+                and scores[a.id].status == "ok" and scores[a.id].s_final is not None]
+    dist = sorted(consensus.distribution.values(), reverse=True) + [0.0, 0.0]
+    routes, reasons = _route_arrays(
+        [consensus.clip_id], np.array([consensus.label is not None]), np.array([consensus.confidence]),
+        np.array([float(np.mean(agreeing)) if agreeing else math.nan]), np.array([consensus.conflict]),
+        [consensus.conflict_reason], np.array([bool(flagged)]), [flagged[0].injection_reason if flagged else ""],
+        np.array([invalid]), np.array([len(answers)]), config)
+    priority = float(review_priority(np.array([dist[0] - dist[1]]), np.array([consensus.conflict]))[0])
+    return consensus.model_copy(update={"route": ROUTES[int(routes[0])], "route_reasons": reasons[0],
+                                        "priority": priority})
+
+
+def review_queue(consensus: Mapping[str, Consensus] | Sequence[Consensus]) -> list[Consensus]:
+    """Clips routed to review or audit, most informative first (ties: clip id)."""
+    items = consensus.values() if isinstance(consensus, Mapping) else consensus
+    queue = [c for c in items if c.route != Route.AUTO_ACCEPT]
+    return sorted(queue, key=lambda c: (-c.priority, c.clip_id))
