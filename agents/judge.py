@@ -124,17 +124,79 @@ class _Prefix:
         return (self.sums[j] - self.sums[i]) / n if n else None
 
 
+class _LazyColumns(dict):
+    """column -> _Prefix, built on first use from the raw timeline arrays (most clips are
+    asked about a few of their columns only). A column that is not numeric is absent."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: dict[str, np.ndarray]):
+        super().__init__()
+        self.raw = raw
+
+    def get(self, name: str, default=None):  # type: ignore[override]
+        hit = dict.get(self, name, _MISSING)
+        if hit is not _MISSING:
+            return default if hit is None else hit
+        values = self.raw.get(name)
+        prefix = None
+        if values is not None:
+            if values.dtype == object:
+                try:
+                    values = values.astype(np.float64)
+                except (TypeError, ValueError):
+                    values = None
+            if values is not None:
+                prefix = _Prefix(values.astype(np.float64))
+        dict.__setitem__(self, name, prefix)
+        return default if prefix is None else prefix
+
+    def __getitem__(self, name: str) -> _Prefix:
+        prefix = self.get(name)
+        if prefix is None:
+            raise KeyError(name)
+        return prefix
+
+    def __contains__(self, name: object) -> bool:
+        return self.get(name) is not None  # type: ignore[arg-type]
+
+    def __iter__(self):
+        return iter([name for name in self.raw if self.get(name) is not None])
+
+    def keys(self):  # type: ignore[override]
+        return list(self)
+
+    def items(self):  # type: ignore[override]
+        return [(name, self[name]) for name in self]
+
+    def values(self):  # type: ignore[override]
+        return [self[name] for name in self]
+
+    def __len__(self) -> int:
+        return len(list(self))
+
+
+_MISSING = object()
+
+
+def _slope_sums(times: np.ndarray, f0: np.ndarray) -> tuple[list[float], ...]:
+    voiced = np.isfinite(f0)
+    t = np.where(voiced, times, 0.0)
+    f = np.where(voiced, f0, 0.0)
+    return tuple([0.0] + np.cumsum(x).tolist() for x in (voiced.astype(float), t, t * t, f, t * f))
+
+
 @dataclass
 class ClipFacts:
     """What the judge needs of one clip, computed once and shared by its annotations.
-    Times in source seconds."""
+    Times in source seconds. Timeline columns and the F0 slope sums are built on first use."""
 
     clip_id: str
     start: float
     end: float
     times: list[float]
     columns: dict[str, _Prefix]
-    slope_sums: tuple[list[float], ...]  # prefix sums of n, t, t^2, f, t*f over voiced F0 rows
+    slope_sums: tuple[list[float], ...] | None  # prefix sums of n, t, t^2, f, t*f over voiced F0 rows; None: not yet
     prosody: ProsodyStats
     faces: FaceSummary
     words: list[tuple[str, float, float, str]]  # (normalised text, start, end, speaker)
@@ -146,6 +208,8 @@ class ClipFacts:
     has_visual: bool
     _fits: dict[tuple, tuple[float, str]] = field(default_factory=dict, repr=False)
     _modality_scores: dict[str, Any] = field(default_factory=dict, repr=False)
+    _f0: np.ndarray | None = field(default=None, repr=False)
+    _times_array: np.ndarray | None = field(default=None, repr=False)
 
     available: tuple[str, ...] = ()  # modalities measured: text (words), audio (voiced), visual (a face)
 
@@ -155,35 +219,29 @@ class ClipFacts:
 
     @classmethod
     def from_evidence(cls, evidence: ClipEvidence) -> "ClipFacts":
-        times_array = np.asarray(evidence.column("time"), dtype=np.float64)
+        timeline = evidence.timeline
+        times_array = np.asarray(timeline["time"] if "time" in timeline else np.zeros(0), dtype=np.float64)
         n = times_array.size
-        columns: dict[str, _Prefix] = {}
-        for name, values in evidence.timeline.items():
-            if name in ("time", "speaker", "word", "voiced") or len(values) != n:
-                continue
-            if values.dtype == object:
-                try:
-                    values = values.astype(np.float64)
-                except (TypeError, ValueError):
-                    continue
-            columns[name] = _Prefix(values.astype(np.float64))
-        f0 = np.asarray(evidence.column("f0"), dtype=np.float64) if "f0" in evidence.timeline else np.full(n, np.nan)
-        voiced = np.isfinite(f0)
-        t = np.where(voiced, times_array, 0.0)
-        f = np.where(voiced, f0, 0.0)
-        slope_sums = tuple([0.0] + np.cumsum(x).tolist() for x in (voiced.astype(float), t, t * t, f, t * f))
+        raw = {name: values for name, values in timeline.items()
+               if name not in ("time", "speaker", "word", "voiced") and len(values) == n}
+        f0 = np.asarray(timeline["f0"], dtype=np.float64) if "f0" in timeline else np.full(n, np.nan)
 
         words = []
-        for w in evidence.transcript.words:
-            text = _normalise(w.text)
-            if text:
-                words.append((text, float(w.start), float(w.end), w.speaker))
         index: dict[str, list[int]] = {}
-        for i, (text, *_rest) in enumerate(words):
-            index.setdefault(text, []).append(i)
         speakers: dict[str, list[tuple[float, float]]] = {}
         for turn in evidence.speaker_turns:
             speakers.setdefault(turn.speaker, []).append((turn.start, turn.end))
+        norm = _NORMALISED
+        for w in evidence.transcript.words:
+            raw_text = w.text
+            text = norm.get(raw_text)
+            if text is None:
+                text = _normalise(raw_text)
+                if len(norm) < 100_000:
+                    norm[raw_text] = text
+            if text:
+                index.setdefault(text, []).append(len(words))
+                words.append((text, float(w.start), float(w.end), w.speaker))
         for _, ws, we, speaker in words:
             if speaker:
                 speakers.setdefault(speaker, []).append((ws, we))
@@ -191,13 +249,15 @@ class ClipFacts:
                   if words[i + 1][1] - words[i][2] >= MIN_PAUSE]
         prosody = evidence.prosody
         faces = evidence.faces
+        clip = evidence.clip
         return cls(
-            clip_id=evidence.clip.id, start=float(evidence.start), end=float(evidence.end),
-            times=times_array.tolist(), columns=columns, slope_sums=slope_sums, prosody=prosody, faces=faces,
+            clip_id=clip.id, start=float(clip.start), end=float(clip.end),
+            times=times_array.tolist(), columns=_LazyColumns(raw), slope_sums=None, prosody=prosody, faces=faces,
             words=words, word_index=index, speakers=speakers, pauses=pauses,
             has_text=bool(words),
             has_audio=bool(evidence.has_audio and prosody.f0_mean is not None),
             has_visual=bool(evidence.has_video and faces.frames_analysed and faces.mean_aus),
+            _f0=f0, _times_array=times_array,
         )
 
     # -- windows
@@ -221,7 +281,10 @@ class ClipFacts:
     def f0_slope(self, start: float, end: float) -> float | None:
         """Least-squares F0 slope (Hz/s) over the voiced rows of the window; None with < 3."""
         i, j = self.rows(start, end)
-        n, st, stt, sf, stf = (s[j] - s[i] for s in self.slope_sums)
+        sums = self.slope_sums
+        if sums is None:
+            sums = self.slope_sums = _slope_sums(self._times_array, self._f0)
+        n, st, stt, sf, stf = (s[j] - s[i] for s in sums)
         if n < 3:
             return None
         denominator = n * stt - st * st
@@ -236,6 +299,7 @@ def _normalise(text: str) -> str:
 
 
 _NON_WORD = re.compile(r"[^a-z0-9']+")
+_NORMALISED: dict[str, str] = {}  # word as recognised -> normalised (memo)
 
 
 # -- parsing --------------------------------------------------------------------------
@@ -343,44 +407,75 @@ def _negated(text: str, position: int) -> bool:
 
 def _parse(text: str) -> tuple[tuple[Assertion, ...], tuple[tuple[int, float, float], ...]]:
     """(assertions, spans) of one step or claim text; spans are (position, start, end) as
-    written. Memoised by text."""
+    written. Memoised by text, and the regex work by the text's template: its ASCII digits
+    all read 0 (no pattern tells one digit from another, and a same-length template keeps
+    every match where it is), so "AU12 estimate 0.62 over 3.0-4.0 s" and "AU15 estimate
+    0.31 over 1.2-2.2 s" share one plan and only the numbers are read per text."""
     hit = _PARSED.get(text)
     if hit is not None:
         return hit
+    template = text.translate(_ZERO_DIGITS)
+    plan = _PLANS.get(template)
+    if plan is None:
+        if len(_PLANS) > 50_000:
+            _PLANS.clear()
+        plan = _PLANS[template] = _plan(template)
+    parsed = _instantiate(plan, text)
+    if len(_PARSED) > 200_000:
+        _PARSED.clear()
+    _PARSED[text] = parsed
+    return parsed
+
+
+_ZERO_DIGITS = str.maketrans("123456789", "000000000")
+# How _instantiate reads a key or value from the real text at the template's match spans.
+_K_AU, _K_SPEAKER, _K_QUOTE = 1, 2, 3
+
+
+def _au_name(name: str) -> str:
+    return f"AU{int(name[2:].strip()):02d}"
+
+
+def _plan(text: str) -> tuple[tuple, tuple]:
+    """The regex work of `_parse` on a template: per assertion (kind, key, key spec, value,
+    value spec, text span, position), per time span (position, spec)."""
     low = text.lower()
-    found: list[Assertion] = []
-    taken: list[tuple[int, int]] = []
+    found: list[tuple] = []  # (kind, key, key_spec, value, value_spec, text_source, s, e, position)
+
+    def add(kind, key, value, s, e, position, key_spec=None, value_spec=None, source=1):
+        found.append((kind, key, key_spec, value, value_spec, source, s, e, position))
+
     for m in _FEATURE_NUMBER.finditer(low):
         name, number, unit = m.group(1), m.group(2), m.group(3) or ""
         if number[0] in "+-" and not unit:
             continue  # a signed, unit-less number is a contribution or a score, not a measurement
+        key_spec = None
         if name.startswith("au"):
-            feature = f"AU{int(name[2:].strip()):02d}"
+            feature = ""
+            key_spec = (_K_AU, m.start(1), m.end(1))
         else:
             feature = _FEATURE_ALIASES[name]
             if feature == "f0_mean" and name in ("pitch", "f0") and unit not in ("hz", ""):
                 continue
             if name in ("intensity", "intensity mean", "loudness") and unit != "db":
                 continue  # "intensity 0.7" is the emotion's intensity, not the voice's level in dB
-        value = float(number) / (100.0 if unit == "%" else 1.0)
-        found.append(Assertion("num", feature, value, text[m.start():m.end()], m.start()))
-        taken.append(m.span())
+        add("num", feature, 0.0, m.start(), m.end(), m.start(), key_spec,
+            (m.start(2), m.end(2), 100.0 if unit == "%" else 1.0))
     for m in (_NUMBER_FEATURE.finditer(low) if "words" in low or "pause" in low else ()):
         feature = "words" if m.group(2) == "words" else "pause_count"
-        found.append(Assertion("num", feature, float(m.group(1)), text[m.start(1):m.end()], m.start(1)))
+        add("num", feature, 0.0, m.start(1), m.end(), m.start(1), None, (m.start(1), m.end(1), 1.0))
     m = _FACE_PRESENT.search(low) if "face present" in low else None
     if m:
-        found.append(Assertion("num", "face_presence", float(m.group(1)) / 100, text[m.start():m.end()], m.start()))
+        add("num", "face_presence", 0.0, m.start(), m.end(), m.start(), None, (m.start(1), m.end(1), 100.0))
     for m in (_AU_WORD.finditer(low) if _has_any(low, _AU_WORD_TRIGGERS) else ()):
         _, aus, name = _AU_WORDS[int(m.lastgroup[1:])]
         present = 0.0 if _negated(low, m.start()) else 1.0
-        found.append(Assertion("au", "+".join(aus), present, text[m.start():m.end()], m.start()))
+        add("au", "+".join(aus), present, m.start(), m.end(), m.start())
     for m in (_AU_STATE.finditer(low) if "au" in low else ()):
-        au = f"AU{int(m.group(1)[2:].strip()):02d}"
         present = 1.0 if m.group(2) else 0.0
         if _negated(low, m.start()):
             present = 1.0 - present
-        found.append(Assertion("au", au, present, text[m.start():m.end()], m.start()))
+        add("au", "", present, m.start(), m.end(), m.start(), (_K_AU, m.start(1), m.end(1)))
     for pattern, kind, triggers in _DIRECTIONAL:
         if not _has_any(low, triggers):
             continue
@@ -390,39 +485,68 @@ def _parse(text: str) -> tuple[tuple[Assertion, ...], tuple[tuple[int, float, fl
             if _negated(low, m.start()):
                 direction = -direction if kind != "pitch_dir" else 0.0  # "not rising" is not "falling"
             if direction:
-                found.append(Assertion(kind, kind, direction, text[m.start():m.end()], m.start()))
-    if not any(a.key == "pause_count" for a in found):
+                add(kind, kind, direction, m.start(), m.end(), m.start())
+    if not any(a[1] == "pause_count" for a in found):
         m = _PAUSE.search(low) if _has_any(low, ("paus", "hesitat", "silence")) else None
         if m:
             present = 0.0 if _negated(low, m.start()) else 1.0
-            found.append(Assertion("pause", "pause", present, text[m.start():m.end()], m.start()))
+            add("pause", "pause", present, m.start(), m.end(), m.start())
     for m in (_SPEAKER.finditer(text) if "s" in low and ("speaker" in low or "S" in text) else ()):
-        speaker = f"S{m.group(1) or m.group(2)}"
-        found.append(Assertion("speaker", speaker, 1.0, m.group(0), m.start()))
+        digits = 1 if m.group(1) else 2
+        add("speaker", "", 1.0, m.start(), m.end(), m.start(), (_K_SPEAKER, m.start(digits), m.end(digits)),
+            source=0)
     for m in (_QUOTE.finditer(text) if '"' in text or "'" in text or "\u201c" in text else ()):
-        quoted = (m.group(1) or m.group(2)).strip()
+        group = 1 if m.group(1) is not None else 2
+        quoted = m.group(group).strip()
+        # digits only ever add characters to the phrase: the tests below read the same on the template
         phrase = " ".join(filter(None, (_normalise(t) for t in quoted.split())))
         if not phrase or phrase in _EMOTION_WORDS or phrase.startswith("au") or not any(c.isalpha() for c in phrase):
             continue
-        found.append(Assertion("quote", phrase, 1.0, m.group(0)[:120], m.start()))
+        add("quote", "", 1.0, m.start(), min(m.end(), m.start() + 120), m.start(),
+            (_K_QUOTE, m.start(group), m.end(group)), source=0)
     m = _MODEL_INTERNAL.search(low)
     if m:
-        found.append(Assertion("internal", m.group(0), 0.0, text[m.start():m.end()], m.start()))
+        add("internal", m.group(0), 0.0, m.start(), m.end(), m.start())
     spans = []
     for m in (_SPAN.finditer(low) if " s" in low or "s " in low or low.endswith("s") else ()):
         if m.group(3) is not None:
-            t = float(m.group(3))
-            spans.append((m.start(), t - 0.5, t + 0.5))
+            spans.append((m.start(), (m.start(3), m.end(3))))
         else:
-            spans.append((m.start(), float(m.group(1)), float(m.group(2))))
-    parsed = (tuple(found), tuple(spans))
-    if len(_PARSED) > 200_000:
-        _PARSED.clear()
-    _PARSED[text] = parsed
-    return parsed
+            spans.append((m.start(), (m.start(1), m.end(1), m.start(2), m.end(2))))
+    return tuple(found), tuple(spans)
+
+
+def _instantiate(plan: tuple[tuple, tuple], text: str
+                 ) -> tuple[tuple[Assertion, ...], tuple[tuple[int, float, float], ...]]:
+    """A plan's assertions and spans with the numbers, AUs, speakers and quotes of `text`."""
+    planned, planned_spans = plan
+    low = text.lower()
+    found = []
+    for kind, key, key_spec, value, value_spec, source, s, e, position in planned:
+        if key_spec is not None:
+            op, ks, ke = key_spec
+            if op == _K_AU:
+                key = _au_name(low[ks:ke])
+            elif op == _K_SPEAKER:
+                key = "S" + text[ks:ke]
+            else:
+                key = " ".join(filter(None, (_normalise(t) for t in text[ks:ke].strip().split())))
+        if value_spec is not None:
+            vs, ve, divisor = value_spec
+            value = float(low[vs:ve]) / divisor
+        found.append(Assertion(kind, key, value, (text if source else text)[s:e], position))
+    spans = []
+    for position, spec in planned_spans:
+        if len(spec) == 2:
+            t = float(low[spec[0]:spec[1]])
+            spans.append((position, t - 0.5, t + 0.5))
+        else:
+            spans.append((position, float(low[spec[0]:spec[1]]), float(low[spec[2]:spec[3]])))
+    return tuple(found), tuple(spans)
 
 
 _PARSED: dict[str, tuple[tuple[Assertion, ...], tuple[tuple[int, float, float], ...]]] = {}
+_PLANS: dict[str, tuple[tuple, tuple]] = {}
 
 
 # -- checking -------------------------------------------------------------------------
@@ -771,48 +895,96 @@ def _check_item(item: EvidenceItem, facts: ClipFacts) -> tuple[str, str]:
 
 def _modality_fits(facts: ClipFacts, space: LabelSpace) -> dict[str, tuple[dict[str, float], float, str]]:
     """Per measured modality: (fit per label 0..1, weight, how it was measured). Memoised
-    per clip and space."""
+    per clip and space. The same arithmetic as specialists' softmax / concepts_to_space /
+    predict_affect / lexicon_entry, with their per-space and per-word look-ups memoised."""
     key = "fits:" + space.name
     cached = facts._modality_scores.get(key)
     if cached is not None:
         return cached
     from merforge.agents import specialists as sp
 
+    tables = _space_tables(space)
     out: dict[str, tuple[dict[str, float], float, str]] = {}
     if facts.has_visual:
         aus = facts.faces.mean_aus
-        activation = {concept: float(np.mean([aus[au] for au in proto if au in aus]))
-                      for concept, proto in sp.AU_PROTOTYPES.items()
-                      if any(au in aus for au in proto) and sp.space_label_for(concept, space) is not None}
-        probabilities = sp.concepts_to_space(sp.softmax(dict(activation, neutral=sp.NEUTRAL_ACTIVATION),
-                                                        sp.VISUAL_TEMPERATURE), space)
+        activation = {}
+        for concept, proto in tables["prototypes"]:
+            present = [aus[au] for au in proto if au in aus]
+            if present:
+                activation[concept] = float(sum(present) / len(present))
+        probabilities = _to_space(sp.softmax(dict(activation, neutral=sp.NEUTRAL_ACTIVATION),
+                                             sp.VISUAL_TEMPERATURE), space, tables)
         top = max(probabilities.values())
         out["visual"] = ({k: v / top for k, v in probabilities.items()}, 1.0, "EMFACS prototypes of the mean AUs")
     if facts.has_audio:
         model = sp.load_acoustic_model()
-        predictions, _, _ = sp.predict_affect(facts.prosody, model)
-        arousal = predictions["arousal"]
-        spread = max(0.1, model["targets"]["arousal"]["nested_loo"]["rmse"])
-        fits = {label: math.exp(-0.5 * ((arousal - sp.CIRCUMPLEX[space.concepts[label]][1]) / spread) ** 2)
-                for label in space.labels}
+        prosody = facts.prosody
+        z = []
+        for feature, mean, scale in zip(model["features"], model["means"], model["scales"]):
+            value = getattr(prosody, feature)
+            z.append(0.0 if value is None else (float(value) - mean) / scale)
+        fit_a = model["targets"]["arousal"]
+        arousal = max(-1.0, min(1.0, fit_a["intercept"] + sum(c * x for c, x in zip(fit_a["coefficients"], z))))
+        spread = max(0.1, fit_a["nested_loo"]["rmse"])
+        fits = {label: math.exp(-0.5 * ((arousal - point) / spread) ** 2)
+                for label, point in tables["arousal"]}
         out["audio"] = (fits, 1.0, f"arousal {arousal:+.2f} predicted from prosody")
     if facts.has_text:
-        lexicon = sp.nrc_lexicon()
         counts: dict[str, float] = {"neutral": TEXT_NEUTRAL_PSEUDO}
         hits = 0
+        memo = _WORD_CONCEPTS
         for text, *_ in facts.words:
-            entry = sp.lexicon_entry(text.strip("'"), lexicon)
-            for category in entry[1] if entry else ():
-                concept = sp.NRC_TO_CONCEPT.get(category)
-                if concept:
-                    counts[concept] = counts.get(concept, 0.0) + 1.0
-                    hits += 1
-        probabilities = sp.concepts_to_space(counts, space)
+            concepts = memo.get(text)
+            if concepts is None:
+                entry = sp.lexicon_entry(text.strip("'"), sp.nrc_lexicon())
+                concepts = tuple(c for c in (sp.NRC_TO_CONCEPT.get(category) for category in
+                                             (entry[1] if entry else ())) if c)
+                if len(memo) < 200_000:
+                    memo[text] = concepts
+            for concept in concepts:
+                counts[concept] = counts.get(concept, 0.0) + 1.0
+                hits += 1
+        probabilities = _to_space(counts, space, tables)
         top = max(probabilities.values())
         out["text"] = ({k: v / top for k, v in probabilities.items()}, 1.0 if hits else 0.5,
                        f"{hits} NRC emotion word(s)")
     facts._modality_scores[key] = out
     return out
+
+
+_WORD_CONCEPTS: dict[str, tuple[str, ...]] = {}  # normalised word -> NRC concepts (memo)
+_SPACE_TABLES: dict[tuple, dict[str, Any]] = {}
+
+
+def _space_tables(space: LabelSpace) -> dict[str, Any]:
+    key = (space.name, tuple(space.labels), tuple(space.concepts.items()))
+    hit = _SPACE_TABLES.get(key)
+    if hit is None:
+        from merforge.agents import specialists as sp
+
+        hit = {"prototypes": [(c, p) for c, p in sp.AU_PROTOTYPES.items() if sp.space_label_for(c, space) is not None],
+               "arousal": [(label, sp.CIRCUMPLEX[space.concepts[label]][1]) for label in space.labels],
+               "label_of": {}}
+        _SPACE_TABLES[key] = hit
+    return hit
+
+
+def _to_space(scores: dict[str, float], space: LabelSpace, tables: dict[str, Any]) -> dict[str, float]:
+    """specialists.concepts_to_space with the concept -> label look-up memoised."""
+    from merforge.agents import specialists as sp
+
+    label_of = tables["label_of"]
+    mass = {label: 0.0 for label in space.labels}
+    for concept, score in scores.items():
+        label = label_of.get(concept, _MISSING)
+        if label is _MISSING:
+            label = label_of[concept] = sp.space_label_for(concept, space)
+        if label is not None:
+            mass[label] += max(0.0, float(score))
+    total = sum(mass.values())
+    if total <= 0:
+        return sp.concepts_to_space(scores, space)
+    return {label: value / total for label, value in mass.items()}
 
 
 def label_fit(label: str | None, facts: ClipFacts, space: LabelSpace,
@@ -1024,3 +1196,11 @@ def judge_clip(annotations: Sequence[Annotation], facts: ClipFacts, space: Label
             reasons={"s_rec": rec_reason, "s_reason": reason_reason, "s_cot": cot_reason},
             sufficient=sufficient, sufficiency_reason=sufficiency_reason))
     return results
+
+
+def judge_many(clips, space, weights, reliabilities=None, sufficiency=True, workers=1):
+    out = []
+    for evidence, annotations in clips:
+        out.extend(judge_clip(annotations, ClipFacts.from_evidence(evidence), space, weights, reliabilities,
+                              sufficiency))
+    return out

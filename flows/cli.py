@@ -472,7 +472,8 @@ def demo(
     samples: Annotated[Path, typer.Option(help="Folder of media (or a manifest CSV) to use.")] = ROOT / "samples" / "manifest.csv",
     engine: EngineOption = "prefect",
 ) -> None:
-    """Run merforge on the bundled samples, offline: init, ingest, sample, status, export."""
+    """Run merforge on the bundled samples, offline: init, ingest, sample, preprocess, annotate
+    (offline agents), judge and route, status, export; then say how to open the review UI."""
     started = time.perf_counter()
     init(directory)
     ingest([samples], workspace=directory, engine="library")
@@ -489,7 +490,11 @@ def demo(
     console.print(f"\n[bold]demo finished in {time.perf_counter() - started:.1f} s[/]")
     console.print(f"  clips: {directory / 'clips.jsonl'}")
     console.print(f"  key frames: {directory / 'keyframes'}")
+    console.print(f"  features: {directory / 'features'} (per-clip timelines and word tables, Parquet)")
     console.print(f"  status: .venv/bin/merforge status -w {directory}")
+    console.print("  review the flagged clips in a browser:")
+    console.print(f"    .venv/bin/merforge reviewer add YOURNAME --admin -w {directory}")
+    console.print(f"    .venv/bin/merforge review -w {directory}   # then open http://127.0.0.1:8000")
 
 
 @app.callback(invoke_without_command=True)
@@ -499,6 +504,16 @@ def _version(
     if version:
         console.print(f"merforge {__version__}")
         raise typer.Exit()
+
+
+def _register_review_commands() -> None:
+    from merforge.flows.review_cli import review_app, reviewer_app
+
+    app.add_typer(review_app, name="review")  # merforge review [--host --port]; export/import Label Studio
+    app.add_typer(reviewer_app, name="reviewer")  # merforge reviewer add NAME [--admin]; reviewer list
+
+
+_register_review_commands()
 
 
 def main() -> None:
