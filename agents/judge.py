@@ -57,9 +57,12 @@ Scores (constants below):
 
 Annotations with status != ok are scored 0 with the status as reason, never dropped.
 
-Speed: `ClipFacts` is built once per clip (prefix sums over the timeline, so a window
-mean or slope costs two bisections; word index; label fits memoised) and shared by all
-the clip's annotations; parsed step texts are memoised by text.
+Speed: `ClipFacts` is built once per clip (prefix sums over the timeline, built per column
+on first use, so a window mean or slope costs two bisections; word index; label fits
+memoised) and shared by all the clip's annotations; parsed step texts are memoised by
+text, and the regex work by template (the text with its digits zeroed: templated
+rationales are parsed once per run and only their numbers read per text). `judge_many`
+judges many clips, optionally in forked worker processes.
 """
 
 from __future__ import annotations
@@ -1198,9 +1201,40 @@ def judge_clip(annotations: Sequence[Annotation], facts: ClipFacts, space: Label
     return results
 
 
-def judge_many(clips, space, weights, reliabilities=None, sufficiency=True, workers=1):
-    out = []
-    for evidence, annotations in clips:
+
+def _judge_chunk(bounds: tuple[int, int]) -> list[JudgeScores]:
+    clips, space, weights, reliabilities, sufficiency = _FORKED
+    out: list[JudgeScores] = []
+    for evidence, annotations in clips[bounds[0]:bounds[1]]:
         out.extend(judge_clip(annotations, ClipFacts.from_evidence(evidence), space, weights, reliabilities,
                               sufficiency))
     return out
+
+
+_FORKED: tuple = ()
+
+
+def judge_many(clips: Sequence[tuple[ClipEvidence, Sequence[Annotation]]], space: LabelSpace, weights: JudgeWeights,
+               reliabilities: Mapping[str, float] | None = None, sufficiency: bool = True, workers: int = 1,
+               chunk_clips: int = 2000) -> list[JudgeScores]:
+    """`judge_clip` over many (evidence, annotations) pairs, in order: ClipFacts per clip.
+    workers > 1 forks that many processes (POSIX fork: the inputs are inherited, not
+    pickled; the JudgeScores come back pickled), each judging chunks of `chunk_clips` clips."""
+    global _FORKED
+    import multiprocessing
+
+    n = len(clips)
+    if workers <= 1 or n <= chunk_clips or "fork" not in multiprocessing.get_all_start_methods():
+        _FORKED = (clips, space, weights, reliabilities, sufficiency)
+        try:
+            return _judge_chunk((0, n))
+        finally:
+            _FORKED = ()
+    _FORKED = (clips, space, weights, reliabilities, sufficiency)
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            parts = pool.map(_judge_chunk, [(i, min(i + chunk_clips, n)) for i in range(0, n, chunk_clips)],
+                             chunksize=1)
+    finally:
+        _FORKED = ()
+    return [s for part in parts for s in part]

@@ -43,7 +43,7 @@ import numpy as np
 
 from merforge.agents.aggregate import VALID, DawidSkene, consensus_table, majority_vote, tabulate  # noqa: E402
 from merforge.agents.evidence import ClipEvidence  # noqa: E402
-from merforge.agents.judge import ClipFacts, judge_clip, judge_many  # noqa: E402
+from merforge.agents.judge import judge_many  # noqa: E402
 from merforge.agents.labels import get_space  # noqa: E402
 from merforge.agents.routing import ROUTES, route_many  # noqa: E402
 from merforge.storage.config import JudgeWeights, RouteConfig  # noqa: E402
@@ -268,28 +268,34 @@ def main() -> None:
     reliabilities = {a: (0.0 if math.isnan(r) else float(r)) for a, r in zip(table.annotator_ids, ds.accuracies_)}
     t_rel = time.perf_counter() - t
 
-    # (a) judge
-    t = time.perf_counter()
-    if args.workers > 1:
-        scores = judge_many([(ev, by_clip[ev.clip.id]) for ev in evidences], SPACE, weights, reliabilities,
-                            workers=args.workers)
-    else:
-        scores = []
-        for ev in evidences:
-            scores.extend(judge_clip(by_clip[ev.clip.id], ClipFacts.from_evidence(ev), SPACE, weights, reliabilities))
-    t_judge = time.perf_counter() - t
-
-    # (b) aggregation: S_final into the table, weighted soft vote (Dawid-Skene fit reused), records
-    t = time.perf_counter()
+    # (a) judge, in blocks of clips; (b, first part) each block's S_final goes into the table and its
+    # JudgeScores records are let go (as if persisted), which keeps memory flat
     column = {a: w for w, a in enumerate(table.annotator_ids)}
     row = {c: i for i, c in enumerate(table.clip_ids)}
     s_final = np.full(table.matrix.shape, np.nan)
-    for s in scores:
-        if s.status == "ok" and s.s_final is not None:
-            s_final[row[s.clip_id], column[s.annotator_id]] = s.s_final
+    t_judge = t_agg = 0.0
+    n_scores, s_sum, s_count = 0, 0.0, 0
+    block = 10_000
+    for b0 in range(0, n, block):
+        t = time.perf_counter()
+        pairs = [(ev, by_clip[ev.clip.id]) for ev in evidences[b0:b0 + block]]
+        scores = judge_many(pairs, SPACE, weights, reliabilities, workers=args.workers)
+        t1 = time.perf_counter()
+        for s in scores:
+            if s.status == "ok" and s.s_final is not None:
+                s_final[row[s.clip_id], column[s.annotator_id]] = s.s_final
+        t_agg += time.perf_counter() - t1
+        t_judge += t1 - t
+        n_scores += len(scores)
+        s_sum += sum(s.s_final for s in scores if s.s_final is not None)
+        s_count += sum(1 for s in scores if s.s_final is not None)
+        del scores, pairs
+
+    # (b) aggregation: weighted soft vote (Dawid-Skene fit reused), records
+    t = time.perf_counter()
     table.s_final = np.where(table.state == VALID, s_final, np.nan)
     result = consensus_table(table, config.aggregation, dawid_skene=ds)
-    t_agg = time.perf_counter() - t
+    t_agg += time.perf_counter() - t
 
     # (c) routing
     t = time.perf_counter()
@@ -316,8 +322,7 @@ def main() -> None:
           f"(clips with a label: {has.mean():.1%})")
     print(f"auto-accepted precision: {np.mean(result.label[accepted] == truth[accepted]):.4f} "
           f"over {accepted.sum()} clips")
-    s = np.array([x.s_final for x in scores if x.s_final is not None])
-    print(f"S_final: mean {s.mean():.3f}; answers scored {len(scores)}, records {len(records)}")
+    print(f"S_final: mean {s_sum / max(1, s_count):.3f}; answers scored {n_scores}, records {len(records)}")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
     print(f"peak RSS {peak:.2f} GB")
     print(f"seconds_100k={total * 100_000 / n:.3f}")

@@ -1,0 +1,50 @@
+"""The judge's speed paths give the same answers as the plain ones.
+
+- `_parse` reads numbers, AUs, speakers and quotes per text from a plan made once per
+  template (digits zeroed): the result must equal a parse of the text itself.
+- `judge_many` (in process and with 2 forked workers) returns what `judge_clip` per clip does.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from merforge.agents import judge  # noqa: E402
+from merforge.agents.judge import ClipFacts, _instantiate, _parse, _plan, judge_clip, judge_many  # noqa: E402
+from merforge.storage.config import JudgeWeights  # noqa: E402
+
+TEXTS = [
+    "Step 1: AU12 estimate 0.62 over 3.0-4.0 s, a smile.",
+    "Step 2: AU 4 mean 0.15 at 2.5 s; no frown.",
+    "F0 mean 182 Hz over 1.2\u20132.2 s, rising pitch; intensity 64.5 dB.",
+    'Speaker S2 says "I paid 3 dollars" over 0.5-1.5 s; (2 pauses.',
+    "Face present in 87% of frames; AU06 is active, AU15 absent.",
+    "ridge model: arousal +0.11, valence -0.20.",
+    "Transcript, 12 words at 7 s: 'great'.",
+]
+
+
+def test_template_plans_read_each_texts_own_numbers():
+    for text in TEXTS:
+        judge._PARSED.clear()
+        judge._PLANS.clear()
+        direct = _instantiate(_plan(text), text)  # the plan of the text itself
+        other = text.replace("0.62", "0.31").replace("182", "240").replace("12", "15")
+        _parse(other)  # plans the shared template first
+        assert _parse(text) == direct, text
+
+
+def test_judge_many_matches_judge_clip():
+    import aggregate_bench as bench
+
+    evidences, by_clip, _ = bench.generate(60, seed=5)
+    weights = JudgeWeights()
+    reliabilities = {"visual": 0.8, "llm-b": 0.3}
+    expected = [s for ev in evidences for s in judge_clip(by_clip[ev.clip.id], ClipFacts.from_evidence(ev),
+                                                          bench.SPACE, weights, reliabilities)]
+    pairs = [(ev, by_clip[ev.clip.id]) for ev in evidences]
+    assert judge_many(pairs, bench.SPACE, weights, reliabilities) == expected
+    assert judge_many(pairs, bench.SPACE, weights, reliabilities, workers=2, chunk_clips=20) == expected
