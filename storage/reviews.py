@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ MIN_PASSWORD_LENGTH = 8
 MAX_NAME_LENGTH = 128
 _CANDIDATE_BATCH = 32  # open clips fetched per route and round trip while looking for a free slot
 _SKIP = ReviewDecision.SKIP.value
+_TOTAL_TTL_S = 5.0  # how long counts() reuses the number of queued clips
 
 
 class ReviewError(MerforgeError):
@@ -115,6 +117,7 @@ class ReviewStore:
         self._clock = clock or _utc_now
         self._sqlite = store.engine.dialect.name == "sqlite"
         self._dummy_hash: str | None = None
+        self._total_cache: tuple[float, int] | None = None
 
     @property
     def engine(self) -> sa.Engine:
@@ -131,12 +134,23 @@ class ReviewStore:
         with self.engine.connect() as connection:
             if self._sqlite:
                 connection.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                connection.exec_driver_sql("SET LOCAL jit = off")
             try:
                 yield connection
             except BaseException:
                 connection.rollback()
                 raise
             connection.commit()
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A read-only connection. On PostgreSQL, JIT compilation is switched off for it: these
+        are short indexed queries, and JIT would add tens of milliseconds to each."""
+        with self.engine.connect() as connection:
+            if not self._sqlite:
+                connection.exec_driver_sql("SET LOCAL jit = off")
+            yield connection
 
     def _retrying(self, action: Callable[[], Any], attempts: int = 3) -> Any:
         # PostgreSQL may abort one of two crossing transactions (deadlock detected); retry it.
@@ -174,7 +188,7 @@ class ReviewStore:
         verification too, so timing does not tell which names exist. Re-hashes the stored
         hash when the hasher's parameters changed."""
         table = tables.reviewers
-        with self.engine.connect() as connection:
+        with self._read() as connection:
             row = connection.execute(sa.select(table).where(table.c.name == name)).first()
         if row is None:
             if self._dummy_hash is None:
@@ -206,12 +220,12 @@ class ReviewStore:
 
     def reviewers(self) -> list[Reviewer]:
         table = tables.reviewers
-        with self.engine.connect() as connection:
+        with self._read() as connection:
             return [_reviewer_from_row(row) for row in connection.execute(sa.select(table).order_by(table.c.name))]
 
     def get_reviewer(self, name: str) -> Reviewer | None:
         table = tables.reviewers
-        with self.engine.connect() as connection:
+        with self._read() as connection:
             row = connection.execute(sa.select(table).where(table.c.name == name)).first()
         return _reviewer_from_row(row) if row else None
 
@@ -236,7 +250,7 @@ class ReviewStore:
         nothing they may take. A reviewer who already holds a live claim gets that one back
         (a page reload does not claim a second clip). Claims last ReviewConfig.claim_minutes."""
         now = self._now()
-        with self.engine.connect() as connection:
+        with self._read() as connection:
             held = self._held_claim(connection, reviewer, now)
         if held is not None:
             return held
@@ -289,7 +303,12 @@ class ReviewStore:
         holders = sa.select(sa.func.count()).where(k.c.clip_id == consensus.c.clip_id).scalar_subquery()
         query = (sa.select(consensus.c.clip_id, consensus.c.priority)
                  .where(consensus.c.route == route, decided == 0, ~mine_reviewed, holders < 2)
-                 .order_by(consensus.c.priority.desc(), consensus.c.clip_id))
+                 .order_by(consensus.c.priority.desc()))
+        if not self._sqlite:
+            # Walk the (route, priority) index backwards and stop after a batch; without fresh
+            # statistics (right after a bulk load) the planner would rather sort the whole route.
+            connection.exec_driver_sql("SET LOCAL enable_sort = off")
+            connection.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
         offset = 0
         while True:
             rows = connection.execute(query.limit(_CANDIDATE_BATCH).offset(offset)).all()
@@ -357,7 +376,7 @@ class ReviewStore:
     def claim_for(self, clip_id: str, reviewer: str) -> QueueItem | None:
         """The live claim `reviewer` holds on `clip_id`, or None."""
         claims, consensus = tables.claims, tables.consensus
-        with self.engine.connect() as connection:
+        with self._read() as connection:
             row = connection.execute(
                 sa.select(claims.c.slot, claims.c.expires_at, consensus.c.route, consensus.c.priority)
                 .join(consensus, consensus.c.clip_id == claims.c.clip_id)
@@ -451,7 +470,7 @@ class ReviewStore:
         if is_admin:
             return True
         claims, reviews = tables.claims, tables.reviews
-        with self.engine.connect() as connection:
+        with self._read() as connection:
             if connection.execute(sa.select(claims.c.slot).where(
                     claims.c.clip_id == clip_id, claims.c.reviewer == reviewer)).first():
                 return True
@@ -465,7 +484,7 @@ class ReviewStore:
         admin who does not hold a claim on the clip sees everything."""
         blind = self.is_double(clip_id)
         reviews, claims = tables.reviews, tables.claims
-        with self.engine.connect() as connection:
+        with self._read() as connection:
             submitted = connection.execute(sa.select(reviews.c.id).where(
                 reviews.c.clip_id == clip_id, reviews.c.reviewer == reviewer, reviews.c.decision != _SKIP)).first()
             holding = connection.execute(sa.select(claims.c.slot).where(
@@ -565,7 +584,7 @@ class ReviewStore:
             query = query.where(table.c.clip_id == clip_id)
         if reviewer is not None:
             query = query.where(table.c.reviewer == reviewer)
-        with self.engine.connect() as connection:
+        with self._read() as connection:
             return [Review.model_validate(row.record) for row in connection.execute(query)]
 
     # -- queue page and progress --------------------------------------------------------
@@ -576,7 +595,7 @@ class ReviewStore:
         reviewed (newest first, SKIPs included)."""
         limit, offset = max(0, int(limit)), max(0, int(offset))
         now = self._now()
-        with self.engine.connect() as connection:
+        with self._read() as connection:
             if reviewer is None:
                 rows = self._admin_page(connection, limit, offset)
             else:
@@ -592,7 +611,7 @@ class ReviewStore:
             sa.select(consensus.c.clip_id, consensus.c.route, consensus.c.priority, consensus.c.label,
                       consensus.c.confidence)
             .where(consensus.c.route == route)
-            .order_by(consensus.c.priority.desc(), consensus.c.clip_id).limit(wanted)).all()
+            .order_by(consensus.c.priority.desc()).limit(wanted)).all()
             for route in REVIEW_ROUTES]
         merged = heapq.merge(*per_route, key=lambda row: (-row.priority, row.clip_id))
         return list(merged)[offset:wanted]
@@ -605,7 +624,7 @@ class ReviewStore:
         held = connection.execute(
             sa.select(*columns).join(claims, claims.c.clip_id == consensus.c.clip_id)
             .where(claims.c.reviewer == reviewer, claims.c.expires_at >= now)
-            .order_by(consensus.c.priority.desc(), consensus.c.clip_id)).all()
+            .order_by(consensus.c.priority.desc())).all()
         page = held[offset:offset + limit]
         remaining = limit - len(page)
         if remaining > 0:
@@ -664,12 +683,11 @@ class ReviewStore:
             # EXISTS rather than a join: the planner then walks the (small) reviews/claims
             # tables and probes consensus by key, instead of scanning the queue.
             return sa.exists().where(consensus.c.clip_id == clip_id, in_queue)
-        with self.engine.connect() as connection:
-            total = connection.execute(sa.select(sa.func.count()).select_from(consensus).where(in_queue)).scalar_one()
+        with self._read() as connection:
+            total = self._queue_total(connection)
             per_clip = (sa.select(reviews.c.clip_id, sa.func.count().label("n"), sa.func.max(reviews.c.needed)
                                   .label("needed"))
-                        .where(reviews.c.decision != _SKIP, queued(reviews.c.clip_id))
-                        .group_by(reviews.c.clip_id).subquery())
+                        .where(reviews.c.decision != _SKIP).group_by(reviews.c.clip_id).subquery())
             done, needs_second = connection.execute(sa.select(
                 sa.func.coalesce(sa.func.sum(sa.case((per_clip.c.n >= per_clip.c.needed, 1), else_=0)), 0),
                 sa.func.coalesce(sa.func.sum(sa.case((per_clip.c.n < per_clip.c.needed, 1), else_=0)), 0),
@@ -691,6 +709,18 @@ class ReviewStore:
                 "needs_second": max(0, int(needs_second) - second_claimed), "done": int(done),
                 "mine": mine, "mine_done": mine_done}
 
+    def _queue_total(self, connection: Connection) -> int:
+        # Counting ~100k index entries costs ~10 ms on PostgreSQL; the total only changes when the
+        # pipeline routes clips, so a few seconds' staleness is fine for a progress display.
+        cached = self._total_cache
+        if cached is not None and time.monotonic() - cached[0] < _TOTAL_TTL_S:
+            return cached[1]
+        consensus = tables.consensus
+        total = connection.execute(sa.select(sa.func.count()).select_from(consensus)
+                                   .where(consensus.c.route.in_(REVIEW_ROUTES))).scalar_one()
+        self._total_cache = (time.monotonic(), total)
+        return total
+
     def progress(self) -> list[dict[str, Any]]:
         """Per reviewer (accounts, and imported reviewers such as "ls:3"): name, is_admin,
         done_today (UTC day), done_total, skipped, claimed (live claims) and mean_seconds
@@ -699,7 +729,7 @@ class ReviewStore:
         today = now.replace(hour=0, minute=0, second=0, microsecond=0)
         reviews, claims = tables.reviews, tables.claims
         decision = reviews.c.decision != _SKIP
-        with self.engine.connect() as connection:
+        with self._read() as connection:
             stats = {row.reviewer: row for row in connection.execute(sa.select(
                 reviews.c.reviewer,
                 sa.func.sum(sa.case((decision, 1), else_=0)).label("done_total"),

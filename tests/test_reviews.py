@@ -152,11 +152,12 @@ def test_concurrent_reviewers_never_share_a_single_review_clip(database_url, thr
     lock = threading.Lock()
     start = threading.Barrier(threads)
 
-    def reviewer(name: str) -> None:
-        store = Store.open(database_url)
+    stores = [Store.open(database_url) for _ in range(threads)]  # opened (and migrated) one at a time
+
+    def reviewer(name: str, store: Store) -> None:
         reviews = review_store(store)
         try:
-            start.wait()
+            start.wait(timeout=60)
             for n in range(claims_each):
                 item = reviews.next_clip(name)
                 assert item is not None
@@ -170,10 +171,11 @@ def test_concurrent_reviewers_never_share_a_single_review_clip(database_url, thr
                     decide(reviews, item.clip_id, name)
         except BaseException as error:  # noqa: BLE001 - reported by the main thread
             errors.append(error)
+            start.abort()
         finally:
             store.close()
 
-    workers = [threading.Thread(target=reviewer, args=(f"r{i}",)) for i in range(threads)]
+    workers = [threading.Thread(target=reviewer, args=(f"r{i}", stores[i])) for i in range(threads)]
     for worker in workers:
         worker.start()
     for worker in workers:
@@ -296,36 +298,33 @@ def test_admins_reassign_claims_and_see_progress(store):
 # -- Label Studio ---------------------------------------------------------------------------
 
 
-def _pipeline_clip(workspace, start: float, label: str) -> str:
+def _pipeline_clips(workspace, labels: list[tuple[float, str]]) -> list[str]:
+    """A source with one clip per (start, consensus label), stored stage by stage as the pipeline does."""
     store = workspace.store
     media = MediaInfo(container="mp4", duration=10.0, video=VideoInfo(codec="h264", width=64, height=64, fps=25.0))
-    source_path = workspace.root / "media" / "talk.mp4"
-    source = Source(id="s" * 64, path=str(source_path), size_bytes=1, mtime=0.0, status=SourceStatus.OK,
-                    media=media)
+    source = Source(id="s" * 64, path=str(workspace.root / "media" / "talk.mp4"), size_bytes=1, mtime=0.0,
+                    status=SourceStatus.OK, media=media)
     store.upsert_source(source)
-    clip = Clip(id=clip_id(source.id, start, start + 2), source_id=source.id, start=start, end=start + 2,
-                origin=ClipOrigin.SPEECH, provenance=Provenance(backend="test"))
-    existing = [c for c in store.clips(source.id) if c.id != clip.id]
-    store.replace_clips(source.id, [*existing, clip], StageStatus(item_id=source.id, stage="clips",
-                                                                  state=StageState.DONE))
-    done = StageStatus(item_id=clip.id, stage="test", state=StageState.DONE)
-    store.save_features(ClipFeatures(clip_id=clip.id, source_id=source.id,
-                                     transcript=Transcript(language="en", language_probability=1.0,
-                                                           text="I can't believe it")), done)
-    store.save_annotations(clip.id, [
-        Annotation(id=f"{clip.id}-{name}", clip_id=clip.id, annotator_id=name, label=label,
-                   label_probabilities={label: p, "neutral": 1 - p}, intensity=0.5)
-        for name, p in [("llm:a", 0.8), ("specialist:b", 0.6)]], done)
-    store.save_judgement(clip.id, [], Consensus(clip_id=clip.id, label=label, confidence=0.7,
-                                                route=Route.REVIEW, priority=start), done)
-    return clip.id
+    clips = [Clip(id=clip_id(source.id, start, start + 2), source_id=source.id, start=start, end=start + 2,
+                  origin=ClipOrigin.SPEECH, provenance=Provenance(backend="test")) for start, _ in labels]
+    store.replace_clips(source.id, clips, StageStatus(item_id=source.id, stage="clips", state=StageState.DONE))
+    for clip, (start, label) in zip(clips, labels):
+        done = StageStatus(item_id=clip.id, stage="test", state=StageState.DONE)
+        transcript = Transcript(language="en", language_probability=1.0, text="I can't believe it")
+        store.save_features(ClipFeatures(clip_id=clip.id, source_id=source.id, transcript=transcript), done)
+        store.save_annotations(clip.id, [
+            Annotation(id=f"{clip.id}-{name}", clip_id=clip.id, annotator_id=name, label=label,
+                       label_probabilities={label: p, "neutral": 1 - p}, intensity=0.5)
+            for name, p in [("llm:a", 0.8), ("specialist:b", 0.6)]], done)
+        store.save_judgement(clip.id, [], Consensus(clip_id=clip.id, label=label, confidence=0.7,
+                                                    route=Route.REVIEW, priority=start), done)
+    return [clip.id for clip in clips]
 
 
 def test_label_studio_export_and_import_round_trip(workspace, tmp_path):
     from merforge.storage.label_studio import export_tasks, import_annotations, label_config
 
-    first = _pipeline_clip(workspace, 0.0, "happiness")
-    second = _pipeline_clip(workspace, 4.0, "sadness")
+    first, second = _pipeline_clips(workspace, [(0.0, "happiness"), (4.0, "sadness")])
     tasks_path = tmp_path / "tasks.json"
     assert export_tasks(workspace, tasks_path, local_files_root=workspace.root) == 2
     tasks = json.loads(tasks_path.read_text())
@@ -346,7 +345,7 @@ def test_label_studio_export_and_import_round_trip(workspace, tmp_path):
         if rating:
             result.append({"from_name": "intensity", "to_name": "video", "type": "rating",
                            "value": {"rating": rating}})
-        return {"id": len(user), "completed_by": user, "result": result, "was_cancelled": cancelled,
+        return {"id": len(str(user)), "completed_by": user, "result": result, "was_cancelled": cancelled,
                 "lead_time": 9.5, "created_at": "2025-03-01T10:00:00.000000Z"}
 
     tasks[1]["annotations"] = [answer("Happiness", 3, rating=5), answer("sadness", {"id": 4, "email": "e@x.org"}),
