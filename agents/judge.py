@@ -58,21 +58,29 @@ Scores (constants below):
 Annotations with status != ok are scored 0 with the status as reason, never dropped.
 
 Speed: `ClipFacts` is built once per clip (prefix sums over the timeline, built per column
-on first use, so a window mean or slope costs two bisections; word index; label fits
-memoised) and shared by all the clip's annotations; parsed step texts are memoised by
-text, and the regex work by template (the text with its digits zeroed: templated
-rationales are parsed once per run and only their numbers read per text). `judge_many`
-judges many clips, optionally in forked worker processes.
+on first use, so a window mean or slope costs two bisections; word index; label fits,
+sufficiency, window means and measurements memoised) and shared by all the clip's
+annotations; a step text or evidence item already checked on the clip (annotators of a clip
+cite the same measurements) is answered from the clip's memo. Step texts are parsed by
+template (the text with its digits zeroed): the regex work, which span each assertion takes
+and its checker are settled once per template, and only the numbers, AUs, speakers and
+quotes are read per text. Records are validated from dicts (`validate_python`, the same
+validation as the keyword constructor). `judge_many` judges many clips with the cyclic
+garbage collector paused, optionally in forked worker processes, and with `consume` hands
+each chunk's records to the caller's function where they were made (only its result is
+pickled back).
 """
 
 from __future__ import annotations
 
+import gc
 import math
 import re
 from bisect import bisect_left
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -117,10 +125,23 @@ class _Prefix:
     __slots__ = ("sums", "counts", "any")
 
     def __init__(self, values: np.ndarray):
-        finite = np.isfinite(values)
-        self.sums = [0.0] + np.cumsum(np.where(finite, values, 0.0)).tolist()
-        self.counts = [0] + np.cumsum(finite).tolist()
-        self.any = bool(finite.any())
+        # np.cumsum of the finite values (non-finite ones read 0), one float addition at a time
+        # as numpy does it; plain Python is faster than numpy for timeline-sized columns.
+        sums = [0.0]
+        counts = [0]
+        total = None
+        count = 0
+        for v in values.tolist():
+            if v - v == 0.0:  # finite (nan and inf give nan)
+                total = v if total is None else total + v
+                count += 1
+            else:
+                total = 0.0 if total is None else total + 0.0
+            sums.append(total)
+            counts.append(count)
+        self.sums = sums
+        self.counts = counts
+        self.any = count > 0
 
     def mean(self, i: int, j: int) -> float | None:
         n = self.counts[j] - self.counts[i]
@@ -215,6 +236,9 @@ class ClipFacts:
     _times_array: np.ndarray | None = field(default=None, repr=False)
 
     available: tuple[str, ...] = ()  # modalities measured: text (words), audio (voiced), visual (a face)
+    _checks: dict[tuple, tuple[str, ...]] = field(default_factory=dict, repr=False)  # claim memo, _claim_rows
+    _means: dict[tuple, float | None] = field(default_factory=dict, repr=False)  # window_mean memo
+    _measures: dict[tuple, tuple[list[float], str]] = field(default_factory=dict, repr=False)  # _measured memo
 
     def __post_init__(self) -> None:
         self.available = tuple(m for m, present in (("text", self.has_text), ("audio", self.has_audio),
@@ -275,11 +299,24 @@ class ClipFacts:
         return i, j
 
     def window_mean(self, column: str, start: float, end: float) -> float | None:
+        key = (column, start, end)
+        memo = self._means
+        value = memo.get(key, _MISSING)
+        if value is not _MISSING:
+            return value
         prefix = self.columns.get(column)
         if prefix is None or not prefix.any:
-            return None
-        i, j = self.rows(start, end)
-        return prefix.mean(i, j)
+            value = None
+        else:
+            times = self.times  # self.rows(start, end), inline
+            i = bisect_left(times, start - 5e-4)
+            j = bisect_left(times, end - 5e-4)
+            if j <= i and i < len(times):
+                j = i + 1
+            n = prefix.counts[j] - prefix.counts[i]
+            value = (prefix.sums[j] - prefix.sums[i]) / n if n else None
+        memo[key] = value
+        return value
 
     def f0_slope(self, start: float, end: float) -> float | None:
         """Least-squares F0 slope (Hz/s) over the voiced rows of the window; None with < 3."""
@@ -374,8 +411,7 @@ _MODEL_INTERNAL = re.compile(r"ridge model|minilm|cosine|softmax|circumplex|held
 _EMOTION_WORDS = frozenset(w for synonyms in CONCEPTS.values() for w in synonyms)
 
 
-@dataclass(frozen=True, slots=True)
-class Assertion:
+class Assertion(NamedTuple):
     """One checkable statement: kind, what it is about, and where it sits in the text."""
 
     kind: str  # num | au | pitch_dir | pitch_level | loud | pause | rate | quote | speaker | internal
@@ -417,20 +453,36 @@ def _parse(text: str) -> tuple[tuple[Assertion, ...], tuple[tuple[int, float, fl
     hit = _PARSED.get(text)
     if hit is not None:
         return hit
-    template = text.translate(_ZERO_DIGITS)
-    plan = _PLANS.get(template)
-    if plan is None:
-        if len(_PLANS) > 50_000:
-            _PLANS.clear()
-        plan = _PLANS[template] = _plan(template)
-    parsed = _instantiate(plan, text)
+    parsed = _parse_text(text)
     if len(_PARSED) > 200_000:
         _PARSED.clear()
     _PARSED[text] = parsed
     return parsed
 
 
+def _parse_text(text: str) -> tuple[tuple[Assertion, ...], tuple[tuple[int, float, float], ...]]:
+    """`_parse` without the memo by text (the plan of the template is memoised)."""
+    return _instantiate(_plan_of(_template(text)), text)
+
+
+def _template(text: str) -> str:
+    """The text with its ASCII digits 1-9 read as 0."""
+    if text.isascii():
+        return text.encode().translate(_ZERO_DIGIT_BYTES).decode()
+    return text.translate(_ZERO_DIGITS)
+
+
+def _plan_of(template: str) -> tuple[tuple, tuple]:
+    plan = _PLANS.get(template)
+    if plan is None:
+        if len(_PLANS) > 50_000:
+            _PLANS.clear()
+        plan = _PLANS[template] = _plan(template)
+    return plan
+
+
 _ZERO_DIGITS = str.maketrans("123456789", "000000000")
+_ZERO_DIGIT_BYTES = bytes.maketrans(b"123456789", b"000000000")
 # How _instantiate reads a key or value from the real text at the template's match spans.
 _K_AU, _K_SPEAKER, _K_QUOTE = 1, 2, 3
 
@@ -568,6 +620,23 @@ _MODALITY_OF = {"au": "visual", "pitch_dir": "audio", "pitch_level": "audio", "l
 
 
 def _tolerance(feature: str, measured: float) -> float:
+    spec = _TOLERANCES.get(feature)
+    if spec is not None:
+        floor, relative = spec
+        return max(floor, relative * abs(measured)) if relative else floor
+    return _tolerance_of(feature, measured)
+
+
+# feature -> (floor, share of the measured value) of _tolerance_of, for the features it names
+_TOLERANCES = {"f0_mean": (6.0, 0.04), "f0": (6.0, 0.04), "f0_sd": (5.0, 0.1), "f0_range": (5.0, 0.1),
+               "f0_slope": (3.0, 0.2), "intensity_mean": (0.6, 0.03), "intensity": (0.6, 0.03),
+               "intensity_sd": (0.6, 0.03), "hnr": (0.6, 0.03), "jitter_local": (0.002, 0.1),
+               "shimmer_local": (0.002, 0.1), "voiced_fraction": (0.03, 0.0), "face_presence": (0.03, 0.0),
+               "speech_rate_words": (0.15, 0.0), "speech_rate_syllables": (0.15, 0.0),
+               **{f"AU{i:02d}": (AU_TOLERANCE, 0.0) for i in range(100)}}
+
+
+def _tolerance_of(feature: str, measured: float) -> float:
     if feature.startswith("AU"):
         return AU_TOLERANCE
     if feature in ("f0_mean", "f0"):
@@ -592,14 +661,36 @@ def _span_text(start: float, end: float) -> str:
 
 
 def _fmt(feature: str, value: float) -> str:
+    spec = _FORMATS.get(feature)
+    if spec is None:
+        spec = _format_of(feature)
+        if len(_FORMATS) < 10_000:
+            _FORMATS[feature] = spec
+    return format(value, spec[0]) + spec[1]
+
+
+_FORMATS: dict[str, tuple[str, str]] = {}  # feature -> (format spec, unit) of _fmt
+
+
+def _format_of(feature: str) -> tuple[str, str]:
     digits = 2 if feature.startswith("AU") or feature in ("voiced_fraction", "face_presence") else (
         3 if feature in ("jitter_local", "shimmer_local") else (0 if feature in ("words", "pause_count") else 1))
-    return f"{value:.{digits}f}{_UNITS.get(feature, '')}"
+    return f".{digits}f", _UNITS.get(feature, "")
 
 
 def _measured(feature: str, facts: ClipFacts, start: float, end: float) -> tuple[list[float], str]:
     """Measured value(s) of `feature` over [start, end] (candidates, in preference order),
-    or ([], why not)."""
+    or ([], why not). Memoised per clip."""
+    if not (start and end):  # a zero reads the same as -0.0 in a key, not in the reason
+        return _measure(feature, facts, start, end)
+    key = (feature, start, end)
+    hit = facts._measures.get(key)
+    if hit is None:
+        hit = facts._measures[key] = _measure(feature, facts, start, end)
+    return hit
+
+
+def _measure(feature: str, facts: ClipFacts, start: float, end: float) -> tuple[list[float], str]:
     whole = facts.is_whole(start, end)
     values: list[float] = []
     if feature.startswith("AU"):
@@ -641,7 +732,7 @@ def _measured(feature: str, facts: ClipFacts, start: float, end: float) -> tuple
 def _check_number(feature: str, claimed: float, facts: ClipFacts, start: float, end: float,
                   text: str) -> tuple[str, str]:
     values, why = _measured(feature, facts, start, end)
-    span = _span_text(start, end)
+    span = f"{start:.1f}-{end:.1f} s"
     if not values:
         verdict = CONTRADICTED if why.startswith("no ") and "in the clip" in why else UNVERIFIABLE
         return verdict, f"'{text}' over {span}: {why}"
@@ -653,7 +744,7 @@ def _check_number(feature: str, claimed: float, facts: ClipFacts, start: float, 
 
 
 def _check_au(group: str, present: float, facts: ClipFacts, start: float, end: float, text: str) -> tuple[str, str]:
-    span = _span_text(start, end)
+    span = f"{start:.1f}-{end:.1f} s"
     if not facts.has_visual:
         return CONTRADICTED, f"'{text}' over {span}: no face was analysed in the clip"
     best = None
@@ -818,35 +909,151 @@ _LABEL_ONLY = re.compile(r"^\s*(?:step\s*\d+\s*[:.)-]\s*)?(?:therefore|so|thus|h
 def check_claims(annotation: Annotation, facts: ClipFacts) -> list[ClaimCheck]:
     """One ClaimCheck per rationale step and per evidence item (module docstring); the
     last step is left out when it only states the label."""
-    checks: list[ClaimCheck] = []
+    validate = _CLAIM_CHECK_VALIDATOR
+    return [validate({"source": source, "index": index, "modality": modality, "claim": claim, "verdict": verdict,
+                      "reason": reason})
+            for source, index, modality, claim, verdict, reason in _claim_rows(annotation, facts)]
+
+
+_CLAIM_CHECK_VALIDATOR = ClaimCheck.__pydantic_validator__.validate_python
+
+
+def _claim_rows(annotation: Annotation, facts: ClipFacts) -> list[tuple[str, int, str, str, str, str]]:
+    """`check_claims` as (source, index, modality, claim, verdict, reason) rows. A step text
+    or evidence item checked before on the same clip (annotators of a clip often cite the same
+    measurements) is answered from the clip's memo."""
+    rows: list[tuple[str, int, str, str, str, str]] = []
+    memo = facts._checks
     relative_first = annotation.endpoint != "offline"
     steps = annotation.steps
     last = len(steps)
     for number, step in enumerate(steps, start=1):
-        assertions, spans = _parse(step)
-        if number == last and _LABEL_ONLY.match(step.lower()) and all(a.kind == "internal" for a in assertions):
-            continue  # the conclusion: scored by S_cot, not a claim about the clip
-        if not assertions:
-            checks.append(ClaimCheck(source="step", index=number, modality="other", claim=step[:300],
-                                     verdict=UNVERIFIABLE, reason="no measurable claim"))
-            continue
-        results = []
-        for a in assertions:
-            if spans:
-                nearest = spans[0] if len(spans) == 1 else min(spans, key=lambda s: abs(s[0] - a.position))
-                start, end = _resolve_span(nearest[1], nearest[2], facts, relative_first)
-            else:
-                start, end = facts.start, facts.end
-            verdict, reason = _check_assertion(a, facts, start, end)
-            results.append((verdict, reason, _modality(a)))
-        verdict, reason, modality = _verdict(results)
-        checks.append(ClaimCheck(source="step", index=number, modality=modality, claim=step[:300], verdict=verdict,
-                                 reason=reason))
+        if number == last:
+            label_only = _LABEL_ONLY_STEPS.get(step)
+            if label_only is None:
+                label_only = _step_plan(step)[0]
+                if len(_LABEL_ONLY_STEPS) > 100_000:
+                    _LABEL_ONLY_STEPS.clear()
+                _LABEL_ONLY_STEPS[step] = label_only
+            if label_only:
+                continue  # the conclusion: scored by S_cot, not a claim about the clip
+        key = (step, relative_first)
+        hit = memo.get(key)
+        if hit is None:
+            hit = memo[key] = _check_step(_step_plan(step)[1], facts, relative_first)
+        rows.append(("step", number, hit[2], step[:300], hit[0], hit[1]))
     for number, item in enumerate(annotation.evidence):
-        verdict, reason = _check_item(item, facts)
-        checks.append(ClaimCheck(source="evidence", index=number, modality=item.modality, claim=item.claim[:300],
-                                 verdict=verdict, reason=reason))
-    return checks
+        modality, start, end, value = item.modality, item.start, item.end, item.value
+        if start and end and (value is None or value):  # exact keys: no -0.0 that would read like 0.0
+            key = (modality, item.feature, value, start, end, item.claim)
+            hit = memo.get(key)
+            if hit is None:
+                hit = memo[key] = _check_item(item, facts)
+        else:
+            hit = _check_item(item, facts)
+        rows.append(("evidence", number, modality, item.claim[:300], hit[0], hit[1]))
+    return rows
+
+
+_LABEL_ONLY_STEPS: dict[str, bool] = {}  # step text -> it only states the label (memo)
+
+
+def _step_plan(text: str) -> tuple[bool, tuple[tuple, ...]]:
+    """(only states the label, per assertion: (kind, checker, its two first arguments, the
+    assertion's text, nearest span as written or None for the whole clip, modality)) of one
+    step text: what `_parse` reads, ready to check. Memoised by text; everything but the
+    numbers, AUs, speakers and quotes comes from the template's compiled plan."""
+    hit = _STEP_PLANS.get(text)
+    if hit is not None:
+        return hit
+    template = _template(text)
+    compiled = _COMPILED.get(template)
+    if compiled is None:
+        if len(_COMPILED) > 50_000:
+            _COMPILED.clear()
+        compiled = _COMPILED[template] = _compile(template)
+    label_only, planned, planned_spans = compiled
+    low = text.lower()
+    spans = []
+    for spec in planned_spans:  # as in _instantiate
+        if len(spec) == 2:
+            t = float(low[spec[0]:spec[1]])
+            spans.append((0, t - 0.5, t + 0.5))
+        else:
+            spans.append((0, float(low[spec[0]:spec[1]]), float(low[spec[2]:spec[3]])))
+    entries = []
+    for kind, check, key, key_spec, value, value_spec, s, e, position, nearest, modality in planned:
+        if key_spec is not None:  # as in _instantiate
+            op, ks, ke = key_spec
+            if op == _K_AU:
+                key = _au_name(low[ks:ke])
+            elif op == _K_SPEAKER:
+                key = "S" + text[ks:ke]
+            else:
+                key = " ".join(filter(None, (_normalise(t) for t in text[ks:ke].strip().split())))
+        if value_spec is not None:
+            vs, ve, divisor = value_spec
+            value = float(low[vs:ve]) / divisor
+        phrase = text[s:e]
+        span = None if nearest < 0 else spans[nearest]
+        if check is _check_assertion_entry:
+            entries.append((kind, check, Assertion(kind, key, value, phrase, position), None, phrase, span, modality))
+        else:
+            entries.append((kind, check, key, value, phrase, span, modality))
+    hit = (label_only, tuple(entries))
+    if len(_STEP_PLANS) > 200_000:
+        _STEP_PLANS.clear()
+    _STEP_PLANS[text] = hit
+    return hit
+
+
+def _compile(template: str) -> tuple[bool, tuple[tuple, ...], tuple]:
+    """A template's plan with what does not depend on its numbers settled: whether it only
+    states the label, and per assertion its checker, nearest span (index) and modality."""
+    planned, planned_spans = _plan_of(template)
+    label_only = all(p[0] == "internal" for p in planned) and bool(_LABEL_ONLY.match(template.lower()))
+    compiled = []
+    for kind, key, key_spec, value, value_spec, source, s, e, position in planned:
+        if planned_spans:
+            nearest = 0 if len(planned_spans) == 1 else min(range(len(planned_spans)),
+                                                            key=lambda i: abs(planned_spans[i][0] - position))
+        else:
+            nearest = -1
+        if kind == "num":
+            check = _check_number
+            modality = "visual" if (key_spec is not None and key_spec[0] == _K_AU) or key == "face_presence" \
+                else ("text" if key == "words" else "audio")  # _modality
+        else:
+            check = _check_au if kind == "au" else _check_assertion_entry
+            modality = _MODALITY_OF[kind]
+        compiled.append((kind, check, key, key_spec, value, value_spec, s, e, position, nearest, modality))
+    return label_only, tuple(compiled), tuple(spec for _, spec in planned_spans)
+
+
+_COMPILED: dict[str, tuple[bool, tuple, tuple]] = {}
+_STEP_PLANS: dict[str, tuple[bool, tuple]] = {}
+
+
+def _check_step(entries: tuple, facts: ClipFacts, relative_first: bool) -> tuple[str, str, str]:
+    """(verdict, reason, modality) of one step from its planned assertions."""
+    if not entries:
+        return UNVERIFIABLE, "no measurable claim", "other"
+    results = []
+    for _, check, first, second, text, nearest, modality in entries:
+        if nearest is None:
+            start, end = facts.start, facts.end
+        else:
+            start, end = _resolve_span(nearest[1], nearest[2], facts, relative_first)
+        verdict, reason = check(first, second, facts, start, end, text)
+        if len(entries) == 1:
+            return verdict, reason, modality
+        results.append((verdict, reason, modality))
+    return _verdict(results)
+
+
+def _check_assertion_entry(a: Assertion, _: Any, facts: ClipFacts, start: float, end: float,
+                           __: str) -> tuple[str, str]:
+    return _check_assertion(a, facts, start, end)
 
 
 def _modality(a: Assertion) -> str:
@@ -861,34 +1068,58 @@ _ITEM_FEATURES = {"f0": "f0_mean", "intensity": "intensity_mean", "face_presence
 _INTERNAL_FEATURES = {"minilm_cosine", "cosine", "probability", "valence", "arousal"}
 
 
+def _item_feature(raw: str) -> tuple[str, str, bool]:
+    """(stripped feature, canonical feature or "", model-internal) of an item's feature; memoised."""
+    hit = _ITEM_FEATURE_MEMO.get(raw)
+    if hit is None:
+        feature = raw.strip()
+        canonical = ""
+        if feature:
+            canonical = _ITEM_FEATURES.get(feature) or _FEATURE_ALIASES.get(feature.lower()) or (
+                f"AU{int(feature[2:]):02d}" if feature[:2].upper() == "AU" and feature[2:].isdigit() else "")
+        hit = (feature, canonical, feature in _INTERNAL_FEATURES)
+        if len(_ITEM_FEATURE_MEMO) < 10_000:
+            _ITEM_FEATURE_MEMO[raw] = hit
+    return hit
+
+
+_ITEM_FEATURE_MEMO: dict[str, tuple[str, str, bool]] = {}
+
+
 def _check_item(item: EvidenceItem, facts: ClipFacts) -> tuple[str, str]:
     """An evidence item: its feature/value, then whatever its claim text asserts, over its
     own [start, end] (source seconds)."""
     start, end = item.start, item.end
     results: list[tuple[str, str, str]] = []
-    feature = item.feature.strip()
+    feature, canonical, internal = _item_feature(item.feature)
+    modality = item.modality
+    value = item.value
     if feature:
-        canonical = _ITEM_FEATURES.get(feature) or _FEATURE_ALIASES.get(feature.lower()) or (
-            f"AU{int(feature[2:]):02d}" if feature[:2].upper() == "AU" and feature[2:].isdigit() else "")
-        if feature in _INTERNAL_FEATURES:
-            results.append((UNVERIFIABLE, f"{feature}: a model-internal score, not a measurement", item.modality))
-        elif canonical and item.value is not None:
-            verdict, reason = _check_number(canonical, float(item.value), facts, start, end,
-                                            f"{feature} {item.value:g}")
-            results.append((verdict, reason, item.modality))
-    assertions, _ = _parse(item.claim)
-    for a in assertions:
-        if a.kind == "num" and feature and item.value is not None:
+        if internal:
+            results.append((UNVERIFIABLE, f"{feature}: a model-internal score, not a measurement", modality))
+        elif canonical and value is not None:
+            verdict, reason = _check_number(canonical, float(value), facts, start, end, f"{feature} {value:g}")
+            results.append((verdict, reason, modality))
+    claim = item.claim
+    entries = _step_plan(claim)[1]
+    has_quote = False
+    for kind, check, first, second, text, _, _ in entries:
+        if kind == "quote":
+            has_quote = True
+        elif kind == "num" and feature and value is not None:
             continue  # the item's own feature/value is the number it cites
-        verdict, reason = _check_assertion(a, facts, start, end)
-        results.append((verdict, reason, item.modality))
-    if feature == "word" and not any(a.kind == "quote" for a in assertions):
-        first = item.claim.split()[0] if item.claim.split() else ""
+        verdict, reason = check(first, second, facts, start, end, text)
+        results.append((verdict, reason, modality))
+    if feature == "word" and not has_quote:
+        words = claim.split()
+        first = words[0] if words else ""
         phrase = _normalise(first)
         if phrase:
-            results.append((*_check_quote(phrase, facts, start, end, first), item.modality))
+            results.append((*_check_quote(phrase, facts, start, end, first), modality))
     if not results:
         return UNVERIFIABLE, "no measurable claim"
+    if len(results) == 1:
+        return results[0][0], results[0][1]
     verdict, reason, _ = _verdict(results)
     return verdict, reason
 
@@ -1019,11 +1250,20 @@ def label_fit(label: str | None, facts: ClipFacts, space: LabelSpace,
 
 def check_sufficiency(annotation: Annotation, facts: ClipFacts, space: LabelSpace) -> tuple[bool, str]:
     """Does the evidence the annotation cites support its label on its own? label_fit over
-    the cited modalities only (speaker claims count as text)."""
-    cited = sorted({"text" if item.modality == "text" else item.modality for item in annotation.evidence})
+    the cited modalities only (speaker claims count as text). Memoised per clip, label and
+    cited modalities."""
+    cited = tuple(sorted({item.modality for item in annotation.evidence}))
+    key = ("sufficiency", space.name, annotation.label, cited)
+    hit = facts._fits.get(key)
+    if hit is None:
+        hit = facts._fits[key] = _sufficiency(annotation.label, cited, facts, space)
+    return hit
+
+
+def _sufficiency(label: str | None, cited: tuple[str, ...], facts: ClipFacts, space: LabelSpace) -> tuple[bool, str]:
     if not cited:
         return False, "no evidence cited"
-    fit, reason = label_fit(annotation.label, facts, space, cited)
+    fit, reason = label_fit(label, facts, space, cited)
     measured = [m for m in cited if m in facts.available]
     if not measured:
         return False, f"cited {', '.join(cited)}, none of it measured in the clip"
@@ -1103,16 +1343,27 @@ def cot_score(annotation: Annotation, facts: ClipFacts, space: LabelSpace) -> tu
 
 def reason_score(checks: Sequence[ClaimCheck]) -> tuple[float, str]:
     """S_reason (module docstring) with its reason naming the contradicted claims."""
-    supported = sum(1 for c in checks if c.verdict == SUPPORTED)
-    contradicted = [c for c in checks if c.verdict == CONTRADICTED]
-    unverifiable = len(checks) - supported - len(contradicted)
+    return _reason_score([(c.source, c.index, c.modality, c.claim, c.verdict, c.reason) for c in checks])
+
+
+def _reason_score(rows: Sequence[tuple[str, int, str, str, str, str]]) -> tuple[float, str]:
+    """`reason_score` over `_claim_rows` rows."""
+    supported = 0
+    contradicted = []
+    for row in rows:
+        verdict = row[4]
+        if verdict == SUPPORTED:
+            supported += 1
+        elif verdict == CONTRADICTED:
+            contradicted.append(row)
+    unverifiable = len(rows) - supported - len(contradicted)
     denominator = supported + len(contradicted) + UNVERIFIABLE_WEIGHT * unverifiable
     if denominator <= 0:
         return 0.0, "no claims to check"
     score = max(0.0, supported - CONTRADICTION_PENALTY * len(contradicted)) / denominator
-    reason = f"{supported} supported, {len(contradicted)} contradicted, {unverifiable} unverifiable of {len(checks)}"
+    reason = f"{supported} supported, {len(contradicted)} contradicted, {unverifiable} unverifiable of {len(rows)}"
     if contradicted:
-        reason += "; contradicted: " + " | ".join(f"{c.source} {c.index}: {c.reason}" for c in contradicted[:5])
+        reason += "; contradicted: " + " | ".join(f"{c[0]} {c[1]}: {c[5]}" for c in contradicted[:5])
     return round(score, 4), reason
 
 
@@ -1129,10 +1380,15 @@ def _usable(annotation: Annotation, space: LabelSpace) -> bool:
 
 
 def _zero(annotation: Annotation, weights: tuple[float, float, float], reason: str) -> JudgeScores:
-    return JudgeScores(annotation_id=annotation.id, clip_id=annotation.clip_id, annotator_id=annotation.annotator_id,
-                       judge=JUDGE_NAME, reason=reason, s_rec=0.0, s_reason=0.0, s_cot=0.0, s_final=0.0,
-                       weights=weights, reasons={"s_rec": reason, "s_reason": reason, "s_cot": reason},
-                       sufficient=False, sufficiency_reason=reason)
+    return _JUDGE_SCORES_VALIDATOR({
+        "annotation_id": annotation.id, "clip_id": annotation.clip_id, "annotator_id": annotation.annotator_id,
+        "judge": JUDGE_NAME, "reason": reason, "s_rec": 0.0, "s_reason": 0.0, "s_cot": 0.0, "s_final": 0.0,
+        "weights": weights, "reasons": {"s_rec": reason, "s_reason": reason, "s_cot": reason}, "sufficient": False,
+        "sufficiency_reason": reason})
+
+
+# JudgeScores(**fields) / ClaimCheck(**fields) without the keyword-argument call: the same validation
+_JUDGE_SCORES_VALIDATOR = JudgeScores.__pydantic_validator__.validate_python
 
 
 def judge_clip(annotations: Sequence[Annotation], facts: ClipFacts, space: LabelSpace, weights: JudgeWeights,
@@ -1144,7 +1400,9 @@ def judge_clip(annotations: Sequence[Annotation], facts: ClipFacts, space: Label
     a, b, c = weights.recognition, weights.reasoning, weights.cot
     triple = (a, b, c)
     reliabilities = reliabilities or {}
-    usable = [_usable(x, space) for x in annotations]
+    concepts = space.concepts
+    ok_status = AnnotationStatus.OK
+    usable = [x.status == ok_status and x.label in concepts for x in annotations]  # _usable
     # Leave-one-out consensus: the weighted sum over all usable annotations, minus one's own.
     dists: list[dict[str, float] | None] = []
     total: dict[str, float] = {}
@@ -1159,9 +1417,11 @@ def judge_clip(annotations: Sequence[Annotation], facts: ClipFacts, space: Label
         total_weight += r
         for k, v in dist.items():
             total[k] = total.get(k, 0.0) + r * v
+    validate_check = _CLAIM_CHECK_VALIDATOR
+    validate_scores = _JUDGE_SCORES_VALIDATOR
     results = []
     for annotation, ok, dist in zip(annotations, usable, dists):
-        if annotation.status != AnnotationStatus.OK:
+        if annotation.status != ok_status:
             why = f"annotation status {annotation.status}: {annotation.reason or 'no reason given'}"
             results.append(_zero(annotation, triple, why))
             continue
@@ -1186,55 +1446,76 @@ def judge_clip(annotations: Sequence[Annotation], facts: ClipFacts, space: Label
         else:
             s_rec = fit
             rec_reason = f"no other annotation to agree with; label fit {fit_reason}"
-        checks = check_claims(annotation, facts)
-        s_reason, reason_reason = reason_score(checks)
+        rows = _claim_rows(annotation, facts)
+        s_reason, reason_reason = _reason_score(rows)
         s_cot, cot_reason = cot_score(annotation, facts, space)
         s_rec = round(s_rec, 4)
         sufficient, sufficiency_reason = (check_sufficiency(annotation, facts, space) if sufficiency
                                           else (None, ""))
-        results.append(JudgeScores(
-            annotation_id=annotation.id, clip_id=annotation.clip_id, annotator_id=annotation.annotator_id,
-            judge=JUDGE_NAME, s_rec=s_rec, s_reason=s_reason, s_cot=s_cot,
-            s_final=a * s_rec + b * s_reason + c * s_cot, weights=triple, checks=tuple(checks),
-            reasons={"s_rec": rec_reason, "s_reason": reason_reason, "s_cot": cot_reason},
-            sufficient=sufficient, sufficiency_reason=sufficiency_reason))
+        results.append(validate_scores({
+            "annotation_id": annotation.id, "clip_id": annotation.clip_id, "annotator_id": annotation.annotator_id,
+            "judge": JUDGE_NAME, "s_rec": s_rec, "s_reason": s_reason, "s_cot": s_cot,
+            "s_final": a * s_rec + b * s_reason + c * s_cot, "weights": triple,
+            "checks": tuple([validate_check({"source": source, "index": index, "modality": modality, "claim": claim,
+                                             "verdict": verdict, "reason": reason})
+                             for source, index, modality, claim, verdict, reason in rows]),
+            "reasons": {"s_rec": rec_reason, "s_reason": reason_reason, "s_cot": cot_reason},
+            "sufficient": sufficient, "sufficiency_reason": sufficiency_reason}))
     return results
 
 
-
-def _judge_chunk(bounds: tuple[int, int]) -> list[JudgeScores]:
-    clips, space, weights, reliabilities, sufficiency = _FORKED
+def _judge_chunk(bounds: tuple[int, int]) -> Any:
+    clips, space, weights, reliabilities, sufficiency, consume = _FORKED
     out: list[JudgeScores] = []
-    for evidence, annotations in clips[bounds[0]:bounds[1]]:
-        out.extend(judge_clip(annotations, ClipFacts.from_evidence(evidence), space, weights, reliabilities,
-                              sufficiency))
-    return out
+    with _gc_paused():
+        for evidence, annotations in clips[bounds[0]:bounds[1]]:
+            out.extend(judge_clip(annotations, ClipFacts.from_evidence(evidence), space, weights, reliabilities,
+                                  sufficiency))
+        return out if consume is None else consume(out)
 
 
 _FORKED: tuple = ()
 
 
+@contextmanager
+def _gc_paused():
+    """Pause the cyclic garbage collector: judging makes millions of small acyclic objects
+    (records, reasons, memo entries), each burst of which would trigger a collection that
+    walks every record the caller holds."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def judge_many(clips: Sequence[tuple[ClipEvidence, Sequence[Annotation]]], space: LabelSpace, weights: JudgeWeights,
                reliabilities: Mapping[str, float] | None = None, sufficiency: bool = True, workers: int = 1,
-               chunk_clips: int = 2000) -> list[JudgeScores]:
+               chunk_clips: int = 2000, consume: Callable[[list[JudgeScores]], Any] | None = None) -> list[Any]:
     """`judge_clip` over many (evidence, annotations) pairs, in order: ClipFacts per clip.
     workers > 1 forks that many processes (POSIX fork: the inputs are inherited, not
-    pickled; the JudgeScores come back pickled), each judging chunks of `chunk_clips` clips."""
+    pickled), each judging chunks of `chunk_clips` clips.
+
+    Without `consume` the JudgeScores come back, in order (pickled from the workers). With
+    it, `consume(records)` is called on each chunk's records in the process that made them
+    (a worker when forked: persist them there, or reduce them to what the caller needs) and
+    its results come back instead, one per chunk, in order."""
     global _FORKED
     import multiprocessing
 
     n = len(clips)
-    if workers <= 1 or n <= chunk_clips or "fork" not in multiprocessing.get_all_start_methods():
-        _FORKED = (clips, space, weights, reliabilities, sufficiency)
-        try:
-            return _judge_chunk((0, n))
-        finally:
-            _FORKED = ()
-    _FORKED = (clips, space, weights, reliabilities, sufficiency)
+    _FORKED = (clips, space, weights, reliabilities, sufficiency, consume)
     try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            parts = pool.map(_judge_chunk, [(i, min(i + chunk_clips, n)) for i in range(0, n, chunk_clips)],
-                             chunksize=1)
+        if workers <= 1 or n <= chunk_clips or "fork" not in multiprocessing.get_all_start_methods():
+            bounds = [(i, min(i + chunk_clips, n)) for i in range(0, n, chunk_clips)] if consume is not None \
+                else [(0, n)]
+            parts = [_judge_chunk(b) for b in bounds]
+        else:
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                parts = pool.map(_judge_chunk, [(i, min(i + chunk_clips, n)) for i in range(0, n, chunk_clips)],
+                                 chunksize=1)
     finally:
         _FORKED = ()
-    return [s for part in parts for s in part]
+    return parts if consume is not None else [s for part in parts for s in part]

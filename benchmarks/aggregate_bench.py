@@ -19,7 +19,8 @@ Timed, end to end as merforge does it:
 
   (0) reliabilities: tabulate the labels, Dawid-Skene over the run -> per-annotator
       accuracies (the weights of the judge's leave-one-out consensus, S_rec)
-  (a) judge: ClipFacts per clip + judge_clip (or judge_many with --workers 2)
+  (a) judge: judge_many (ClipFacts per clip + judge_clip) in chunks, in forked workers with
+      --workers > 1; each chunk's JudgeScores are made and let go there, S_final comes back
   (b) aggregation: S_final into the table, consensus_table (weighted soft vote; the
       Dawid-Skene fit is reused), records
   (c) routing: route_many
@@ -27,7 +28,7 @@ Timed, end to end as merforge does it:
 The LAST line is exactly `seconds_100k=<float>` (wall seconds of 0 + a + b + c, scaled
 to 100,000 clips when --clips is smaller).
 
-Usage: .venv/bin/python benchmarks/aggregate_bench.py [--clips 100000] [--workers 1] [--seed 0]
+Usage: .venv/bin/python benchmarks/aggregate_bench.py [--clips 100000] [--workers 2] [--seed 0]
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from __future__ import annotations
 import argparse
 import gc
 import math
+import os
 import resource
 import sys
 import time
@@ -243,10 +245,17 @@ def generate(n: int, seed: int) -> tuple[list[ClipEvidence], dict[str, list[Anno
     return evidences, by_clip, truth
 
 
+def s_finals(scores: list) -> list[tuple[str, str, float | None, bool]]:
+    """(clip, annotator, S_final, status ok) of each JudgeScores record: run where the records
+    are made (judge_many's `consume`), in a worker with --workers > 1."""
+    return [(s.clip_id, s.annotator_id, s.s_final, s.status == "ok") for s in scores]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clips", type=int, default=100_000)
-    parser.add_argument("--workers", type=int, default=1, help="judge worker processes (fork), 1: in process")
+    parser.add_argument("--workers", type=int, default=min(2, len(os.sched_getaffinity(0))),
+                        help="judge worker processes (fork), 1: in process (default: 2 where 2 CPUs are available)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     n = args.clips
@@ -268,28 +277,32 @@ def main() -> None:
     reliabilities = {a: (0.0 if math.isnan(r) else float(r)) for a, r in zip(table.annotator_ids, ds.accuracies_)}
     t_rel = time.perf_counter() - t
 
-    # (a) judge, in blocks of clips; (b, first part) each block's S_final goes into the table and its
-    # JudgeScores records are let go (as if persisted), which keeps memory flat
+    # (a) judge, in chunks of clips (forked workers with --workers > 1). Each chunk's JudgeScores
+    # records are made and let go where they are made (as if persisted there), and only
+    # (clip, annotator, S_final) comes back, which keeps memory flat and spares the pickling.
+    t = time.perf_counter()
+    pairs = [(ev, by_clip[ev.clip.id]) for ev in evidences]
+    parts = judge_many(pairs, SPACE, weights, reliabilities, workers=args.workers, chunk_clips=2000,
+                       consume=s_finals)
+    t_judge = time.perf_counter() - t
+    del pairs
+
+    # (b, first part) each answer's S_final into the table
+    t = time.perf_counter()
     column = {a: w for w, a in enumerate(table.annotator_ids)}
     row = {c: i for i, c in enumerate(table.clip_ids)}
     s_final = np.full(table.matrix.shape, np.nan)
-    t_judge = t_agg = 0.0
     n_scores, s_sum, s_count = 0, 0.0, 0
-    block = 10_000
-    for b0 in range(0, n, block):
-        t = time.perf_counter()
-        pairs = [(ev, by_clip[ev.clip.id]) for ev in evidences[b0:b0 + block]]
-        scores = judge_many(pairs, SPACE, weights, reliabilities, workers=args.workers)
-        t1 = time.perf_counter()
-        for s in scores:
-            if s.status == "ok" and s.s_final is not None:
-                s_final[row[s.clip_id], column[s.annotator_id]] = s.s_final
-        t_agg += time.perf_counter() - t1
-        t_judge += t1 - t
-        n_scores += len(scores)
-        s_sum += sum(s.s_final for s in scores if s.s_final is not None)
-        s_count += sum(1 for s in scores if s.s_final is not None)
-        del scores, pairs
+    for part in parts:
+        n_scores += len(part)
+        for clip_id, annotator_id, score, ok in part:
+            if score is not None:
+                s_sum += score
+                s_count += 1
+                if ok:
+                    s_final[row[clip_id], column[annotator_id]] = score
+    del parts
+    t_agg = time.perf_counter() - t
 
     # (b) aggregation: weighted soft vote (Dawid-Skene fit reused), records
     t = time.perf_counter()

@@ -2,7 +2,9 @@
 
 - `_parse` reads numbers, AUs, speakers and quotes per text from a plan made once per
   template (digits zeroed): the result must equal a parse of the text itself.
-- `judge_many` (in process and with 2 forked workers) returns what `judge_clip` per clip does.
+- `_step_plan` (compiled per template, numbers read per text) holds what `_parse` reads.
+- `judge_many` (in process and with 2 forked workers) returns what `judge_clip` per clip does,
+  and with `consume` what `consume` makes of each chunk's records.
 """
 
 from __future__ import annotations
@@ -48,3 +50,41 @@ def test_judge_many_matches_judge_clip():
     pairs = [(ev, by_clip[ev.clip.id]) for ev in evidences]
     assert judge_many(pairs, bench.SPACE, weights, reliabilities) == expected
     assert judge_many(pairs, bench.SPACE, weights, reliabilities, workers=2, chunk_clips=20) == expected
+
+
+def test_step_plans_match_parse():
+    """`_step_plan` (compiled per template, read per text) holds what `_parse` reads."""
+    for text in TEXTS + ["Therefore the label is anger.", "Step 4: the final label is fear", "no claim here"]:
+        judge._STEP_PLANS.clear()
+        judge._COMPILED.clear()
+        other = text.replace("0.62", "0.31").replace("182", "240").replace("12", "15")
+        judge._step_plan(other)  # compiles the shared template first
+        label_only, entries = judge._step_plan(text)
+        assertions, spans = _parse(text)
+        assert [(e[0], e[4]) for e in entries] == [(a.kind, a.text) for a in assertions], text
+        for (kind, _, first, second, _, span, modality), a in zip(entries, assertions):
+            if kind in ("num", "au"):
+                assert (first, second) == (a.key, a.value)
+            else:
+                assert first == a
+            nearest = min(spans, key=lambda s: abs(s[0] - a.position)) if spans else None
+            assert span == (None if nearest is None else (0, nearest[1], nearest[2]))
+            assert modality == judge._modality(a)
+        assert label_only == (all(a.kind == "internal" for a in assertions)
+                              and bool(judge._LABEL_ONLY.match(text.lower()))), text
+
+
+def _s_finals(scores):
+    return [(s.annotation_id, s.s_final) for s in scores]
+
+
+def test_judge_many_consume_runs_per_chunk():
+    import aggregate_bench as bench
+
+    evidences, by_clip, _ = bench.generate(50, seed=7)
+    weights = JudgeWeights()
+    pairs = [(ev, by_clip[ev.clip.id]) for ev in evidences]
+    records = judge_many(pairs, bench.SPACE, weights)
+    expected = [_s_finals(records[i * 5:(i + 20) * 5]) for i in range(0, 50, 20)]
+    assert judge_many(pairs, bench.SPACE, weights, chunk_clips=20, consume=_s_finals) == expected
+    assert judge_many(pairs, bench.SPACE, weights, workers=2, chunk_clips=20, consume=_s_finals) == expected
