@@ -218,6 +218,32 @@ class ReviewConfig(_Section):
                                                                   "unset: a random secret kept in <workspace>/.session_secret")
 
 
+class ReportConfig(_Section):
+    kappa_threshold: float = Field(0.8, ge=-1, le=1, description="pass when Cohen's/Fleiss' kappa is above this")
+    icc_threshold: float = Field(0.9, ge=-1, le=1, description="pass when ICC is above this")
+    bootstrap: int = Field(1000, ge=0, le=100_000, description="bootstrap resamples for confidence intervals")
+    seed: int = 0
+
+
+class ReleaseConfig(_Section):
+    splits: dict[str, float] = Field(default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1})
+    group_by: tuple[str, ...] = Field(("source", "speaker"), description="no group (source video, speaker) in two splits")
+    unreviewed: Literal["include", "mark", "exclude"] = Field("mark", description="auto-accepted clips without a review")
+    hide_test_labels: bool = Field(True, description="public test file without labels, private labels file beside it")
+    cut_media: bool = Field(True, description="cut each clip's media with ffmpeg into the release")
+    blur_faces: bool = Field(False, description="blur detected faces in released media and key frames")
+    require_consent: bool = Field(True, description="leave out clips whose source has no consent in the manifest")
+    shard_rows: int = Field(10_000, ge=100, description="rows per Parquet shard")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _splits_sum_to_one(self) -> "ReleaseConfig":
+        total = sum(self.splits.values())
+        if abs(total - 1.0) > 1e-6 or any(v < 0 for v in self.splits.values()):
+            raise ValueError(f"release.splits must be non-negative and sum to 1 (got {dict(self.splits)}, sum {total:g})")
+        return self
+
+
 class Config(_Section):
     store: StoreConfig = StoreConfig()
     ingest: IngestConfig = IngestConfig()
@@ -236,6 +262,8 @@ class Config(_Section):
     judge: JudgeConfig = JudgeConfig()
     route: RouteConfig = RouteConfig()
     review: ReviewConfig = ReviewConfig()
+    report: ReportConfig = ReportConfig()
+    release: ReleaseConfig = ReleaseConfig()
 
     def section_hash(self, *sections: str) -> str:
         """A short stable hash of the named sections: a stage whose hash is unchanged is skipped."""
@@ -507,6 +535,26 @@ session_hours = 12.0
 # NAME of the env variable holding the cookie-signing secret; unset: a random secret is
 # kept in <workspace>/.session_secret.
 secret_env = "MERFORGE_SESSION_SECRET"
+
+[report]
+# Pass/fail thresholds of the agreement report, and bootstrap resamples for its intervals.
+kappa_threshold = 0.8
+icc_threshold = 0.9
+bootstrap = 1000
+seed = 0
+
+[release]
+# Splits grouped by source video and speaker (no group in two splits), stratified by label.
+splits = { train = 0.8, validation = 0.1, test = 0.1 }
+group_by = ["source", "speaker"]
+# Auto-accepted clips without a review: "include", "mark" (included, flagged) or "exclude".
+unreviewed = "mark"
+hide_test_labels = true
+cut_media = true
+blur_faces = false
+require_consent = true
+shard_rows = 10000
+seed = 0
 
 # Endpoint example:
 # [[annotate.endpoints]]
