@@ -507,8 +507,10 @@ def _version(
 
 
 def _register_review_commands() -> None:
+    from merforge.flows.report_cli import report_command
     from merforge.flows.review_cli import review_app, reviewer_app
 
+    app.command(name="report")(report_command)  # merforge report: agreement report (HTML + JSON)
     app.add_typer(review_app, name="review")  # merforge review [--host --port]; export/import Label Studio
     app.add_typer(reviewer_app, name="reviewer")  # merforge reviewer add NAME [--admin]; reviewer list
 
