@@ -481,6 +481,9 @@ def demo(
     preprocess(workspace=directory, force=False, engine=engine)
     annotate(workspace=directory, force=False, engine=engine)
     judge(workspace=directory, engine=engine)
+    from merforge.storage.report import write_report
+
+    report_json, report_html = write_report(_open(directory))
     status(workspace=directory, as_json=False)
     ws = _open(directory)
     print_sources_table(ws)
@@ -491,6 +494,7 @@ def demo(
     console.print(f"  clips: {directory / 'clips.jsonl'}")
     console.print(f"  key frames: {directory / 'keyframes'}")
     console.print(f"  features: {directory / 'features'} (per-clip timelines and word tables, Parquet)")
+    console.print(f"  agreement report: {report_html} (and {report_json.name})")
     console.print(f"  status: .venv/bin/merforge status -w {directory}")
     console.print("  review the flagged clips in a browser:")
     console.print(f"    .venv/bin/merforge reviewer add YOURNAME --admin -w {directory}")
