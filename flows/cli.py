@@ -515,6 +515,10 @@ def _register_review_commands() -> None:
     from merforge.flows.review_cli import review_app, reviewer_app
 
     app.command(name="report")(report_command)  # merforge report: agreement report (HTML + JSON)
+    from merforge.flows.release_cli import evaluate_command, release_command
+
+    app.command(name="release")(release_command)  # merforge release --version X
+    app.command(name="evaluate")(evaluate_command)  # merforge evaluate --release DIR --predictions FILE
     app.add_typer(review_app, name="review")  # merforge review [--host --port]; export/import Label Studio
     app.add_typer(reviewer_app, name="reviewer")  # merforge reviewer add NAME [--admin]; reviewer list
 
