@@ -484,6 +484,11 @@ def demo(
     from merforge.storage.report import write_report
 
     report_json, report_html = write_report(_open(directory))
+    release_dir = directory / "releases" / "demo-v1"
+    if not release_dir.exists():
+        from merforge.storage.release import build_release
+
+        release_dir = build_release(_open(directory), "demo-v1").path
     status(workspace=directory, as_json=False)
     ws = _open(directory)
     print_sources_table(ws)
@@ -495,6 +500,7 @@ def demo(
     console.print(f"  key frames: {directory / 'keyframes'}")
     console.print(f"  features: {directory / 'features'} (per-clip timelines and word tables, Parquet)")
     console.print(f"  agreement report: {report_html} (and {report_json.name})")
+    console.print(f"  release: {release_dir} (Parquet + JSONL splits, dataset card, manifest)")
     console.print(f"  status: .venv/bin/merforge status -w {directory}")
     console.print("  review the flagged clips in a browser:")
     console.print(f"    .venv/bin/merforge reviewer add YOURNAME --admin -w {directory}")
