@@ -358,7 +358,7 @@ def _label_code(raw: str | None, index: dict[str, int], space: LabelSpace | None
 
 
 @contextmanager
-def _gc_paused():
+def gc_paused():
     """Pause the cyclic garbage collector. Tabulating 500k answers makes millions of small
     tuples, each burst of which triggers a collection that walks every record the caller
     holds (3-4x the loop's own time at 100k clips); none of them can form a cycle."""
@@ -382,7 +382,7 @@ def tabulate(annotations_by_clip: Mapping[str, Sequence[Annotation]],
     order; annotators are sorted by id. When one annotator answered a clip twice, a valid
     answer beats an invalid one, otherwise the later one wins.
     """
-    with _gc_paused():
+    with gc_paused():
         return _tabulate(annotations_by_clip, scores_by_annotation, space, labels)
 
 
@@ -535,7 +535,7 @@ class ConsensusTable:
 
     def to_records(self) -> dict[str, Consensus]:
         """One `Consensus` per clip (routed fields included when routing ran)."""
-        with _gc_paused():
+        with gc_paused():
             return self._records()
 
     def _records(self) -> dict[str, Consensus]:
@@ -671,5 +671,5 @@ def build_consensus(annotations_by_clip: Mapping[str, Sequence[Annotation]],
 __all__ = [
     "AggregationError", "AnnotationTable", "ConsensusTable", "DawidSkene", "MODALITIES",
     "build_consensus", "consensus_table", "dominant_modality", "encode", "majority_vote", "normalised_entropy",
-    "one_hot", "tabulate", "weighted_vote",
+    "gc_paused", "one_hot", "tabulate", "weighted_vote",
 ]

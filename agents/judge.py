@@ -73,17 +73,16 @@ pickled back).
 
 from __future__ import annotations
 
-import gc
 import math
 import re
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from merforge.agents.aggregate import gc_paused
 from merforge.agents.evidence import ClipEvidence
 from merforge.agents.labels import CONCEPTS, LabelSpace
 from merforge.storage.config import JudgeWeights
@@ -1467,7 +1466,7 @@ def judge_clip(annotations: Sequence[Annotation], facts: ClipFacts, space: Label
 def _judge_chunk(bounds: tuple[int, int]) -> Any:
     clips, space, weights, reliabilities, sufficiency, consume = _FORKED
     out: list[JudgeScores] = []
-    with _gc_paused():
+    with gc_paused():
         for evidence, annotations in clips[bounds[0]:bounds[1]]:
             out.extend(judge_clip(annotations, ClipFacts.from_evidence(evidence), space, weights, reliabilities,
                                   sufficiency))
@@ -1475,20 +1474,6 @@ def _judge_chunk(bounds: tuple[int, int]) -> Any:
 
 
 _FORKED: tuple = ()
-
-
-@contextmanager
-def _gc_paused():
-    """Pause the cyclic garbage collector: judging makes millions of small acyclic objects
-    (records, reasons, memo entries), each burst of which would trigger a collection that
-    walks every record the caller holds."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def judge_many(clips: Sequence[tuple[ClipEvidence, Sequence[Annotation]]], space: LabelSpace, weights: JudgeWeights,

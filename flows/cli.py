@@ -80,6 +80,37 @@ def _check_engine(engine: str) -> None:
         _fail(ValueError(f"--engine must be 'prefect' or 'library', not {engine!r}"))
 
 
+def _run_stage(workspace: Path, engine: str, flow: tuple[str, str], flow_args: tuple, library, unit: str = "items"):
+    """Run a stage as its Prefect flow or as the library call, under one progress bar.
+
+    Returns (workspace, summary dict, seconds). `flow` names the module and function of
+    the flow; `library(ws, progress)` returns the same summary without Prefect.
+    """
+    import importlib
+
+    _check_engine(engine)
+    from merforge.flows.progress import RichProgress
+
+    ws = _open(workspace)
+    started = time.perf_counter()
+    with RichProgress(console, unit=unit) as progress:
+        if engine == "prefect":
+            _prefect_environment()
+            if flow[1] == "sample_flow":
+                console.print("starting Prefect (the embedded server can take ~30 s on first start)...")
+            from merforge.flows import sample_flow as bridge
+
+            flow_function = getattr(importlib.import_module(flow[0]), flow[1])
+            bridge.progress_bridge["progress"] = progress
+            try:
+                summary = flow_function(str(ws.root), *flow_args)
+            finally:
+                bridge.progress_bridge.clear()
+        else:
+            summary = library(ws, progress)
+    return ws, summary, time.perf_counter() - started
+
+
 @app.command()
 def init(directory: Annotated[Path, typer.Argument(help="Folder to create (or reuse) as a workspace.")]) -> None:
     """Create a workspace: the folder, a commented default merforge.toml and the database."""
@@ -135,30 +166,16 @@ def sample(
     """Cut every usable source into clips with key frames: ONE decode pass per file feeds shot
     detection, key-frame candidates and voice activity detection. Sources already sampled with
     the same settings are skipped."""
-    _check_engine(engine)
-    from merforge.flows.progress import RichProgress
+    def library(ws, progress):
+        from merforge.preprocess.sampling import sample_sources
+
+        report = sample_sources(ws, force=force, progress=progress)
+        return {"done": report.count("done"), "failed": report.count("failed"),
+                "skipped": report.count("skipped"), "clips": sum(o.clips for o in report.outcomes)}
 
     try:
-        ws = _open(workspace)
-        started = time.perf_counter()
-        with RichProgress(console) as progress:
-            if engine == "prefect":
-                _prefect_environment()
-                console.print("starting Prefect (the embedded server can take ~30 s on first start)...")
-                from merforge.flows import sample_flow as flows_module
-
-                flows_module.progress_bridge["progress"] = progress
-                try:
-                    summary = flows_module.sample_flow(str(ws.root), force)
-                finally:
-                    flows_module.progress_bridge.clear()
-            else:
-                from merforge.preprocess.sampling import sample_sources
-
-                report = sample_sources(ws, force=force, progress=progress)
-                summary = {"done": report.count("done"), "failed": report.count("failed"),
-                           "skipped": report.count("skipped"), "clips": sum(o.clips for o in report.outcomes)}
-        elapsed = time.perf_counter() - started
+        ws, summary, elapsed = _run_stage(workspace, engine, ("merforge.flows.sample_flow", "sample_flow"), (force,),
+                                          library, unit="seconds")
     except MerforgeError as error:
         _fail(error)
     console.print(
@@ -178,28 +195,13 @@ def preprocess(
     """Per clip: ASR with word times (faster-whisper), speakers (diarization), prosody (Praat,
     openSMILE), faces and action units (from the sampling pass), and an aligned timeline
     (Parquet). Clips whose inputs and settings are unchanged are skipped."""
-    _check_engine(engine)
-    from merforge.flows.progress import RichProgress
+    def library(ws, progress):
+        from merforge.preprocess.features import preprocess_sources, summarise
+
+        return summarise(preprocess_sources(ws, force=force, progress=progress))
 
     try:
-        ws = _open(workspace)
-        started = time.perf_counter()
-        with RichProgress(console, unit="items") as progress:
-            if engine == "prefect":
-                _prefect_environment()
-                from merforge.flows import sample_flow as bridge
-                from merforge.flows.preprocess_flow import preprocess_flow
-
-                bridge.progress_bridge["progress"] = progress
-                try:
-                    summary = preprocess_flow(str(ws.root), force)
-                finally:
-                    bridge.progress_bridge.clear()
-            else:
-                from merforge.preprocess.features import preprocess_sources, summarise
-
-                summary = summarise(preprocess_sources(ws, force=force, progress=progress))
-        elapsed = time.perf_counter() - started
+        ws, summary, elapsed = _run_stage(workspace, engine, ("merforge.flows.preprocess_flow", "preprocess_flow"), (force,), library)
     except MerforgeError as error:
         _fail(error)
     console.print(f"preprocess: {summary['done']} clips done, {summary['skipped']} unchanged, "
@@ -220,28 +222,13 @@ def annotate(
     specialists "text", "acoustic", "visual" and configured OpenAI-compatible endpoints); each
     returns a label, step-by-step rationale and modality evidence. LLM requests are cached on
     disk, so a re-run costs nothing."""
-    _check_engine(engine)
-    from merforge.flows.progress import RichProgress
+    def library(ws, progress):
+        from merforge.agents.annotate import annotate_workspace
+
+        return annotate_workspace(ws, force=force, progress=progress).as_dict()
 
     try:
-        ws = _open(workspace)
-        started = time.perf_counter()
-        with RichProgress(console, unit="items") as progress:
-            if engine == "prefect":
-                _prefect_environment()
-                from merforge.flows import sample_flow as bridge
-                from merforge.flows.annotate_flow import annotate_flow
-
-                bridge.progress_bridge["progress"] = progress
-                try:
-                    summary = annotate_flow(str(ws.root), force)
-                finally:
-                    bridge.progress_bridge.clear()
-            else:
-                from merforge.agents.annotate import annotate_workspace
-
-                summary = annotate_workspace(ws, force=force, progress=progress).as_dict()
-        elapsed = time.perf_counter() - started
+        ws, summary, elapsed = _run_stage(workspace, engine, ("merforge.flows.annotate_flow", "annotate_flow"), (force,), library)
     except MerforgeError as error:
         _fail(error)
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(summary["statuses"].items())) or "none"
@@ -260,28 +247,13 @@ def judge(
     """Score every annotation (S_rec, S_reason, S_cot and S_final = a*S_rec + b*S_reason + c*S_cot,
     each with reasons), build one consensus per clip (majority, S_final-weighted and Dawid-Skene
     votes) and route it: auto-accept, review (with reasons and a priority) or audit."""
-    _check_engine(engine)
-    from merforge.flows.progress import RichProgress
+    def library(ws, progress):
+        from merforge.agents.judge_stage import judge_workspace
+
+        return judge_workspace(ws, progress=progress).as_dict()
 
     try:
-        ws = _open(workspace)
-        started = time.perf_counter()
-        with RichProgress(console, unit="items") as progress:
-            if engine == "prefect":
-                _prefect_environment()
-                from merforge.flows import sample_flow as bridge
-                from merforge.flows.judge_flow import judge_flow
-
-                bridge.progress_bridge["progress"] = progress
-                try:
-                    summary = judge_flow(str(ws.root))
-                finally:
-                    bridge.progress_bridge.clear()
-            else:
-                from merforge.agents.judge_stage import judge_workspace
-
-                summary = judge_workspace(ws, progress=progress).as_dict()
-        elapsed = time.perf_counter() - started
+        ws, summary, elapsed = _run_stage(workspace, engine, ("merforge.flows.judge_flow", "judge_flow"), (), library)
         from merforge.agents.judge_stage import calibration_report
 
         calibration = calibration_report(ws)
