@@ -53,15 +53,14 @@ so every returned Consensus carries a route, its reasons and a review priority.
 
 from __future__ import annotations
 
-import gc
 import math
 from collections.abc import Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import sparse
 
+from merforge.perf import gc_paused
 from merforge.agents.labels import LabelSpace
 from merforge.storage.config import RouteConfig
 from merforge.storage.records import Annotation, AnnotationStatus, Consensus, JudgeScores
@@ -355,20 +354,6 @@ def _label_code(raw: str | None, index: dict[str, int], space: LabelSpace | None
     if code is None and space is not None:
         code = index.get(space.normalise(raw) or "")
     return -1 if code is None else code
-
-
-@contextmanager
-def gc_paused():
-    """Pause the cyclic garbage collector. Tabulating 500k answers makes millions of small
-    tuples, each burst of which triggers a collection that walks every record the caller
-    holds (3-4x the loop's own time at 100k clips); none of them can form a cycle."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def tabulate(annotations_by_clip: Mapping[str, Sequence[Annotation]],

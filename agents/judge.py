@@ -82,7 +82,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from merforge.agents.aggregate import gc_paused
+from merforge.perf import gc_paused
 from merforge.agents.evidence import ClipEvidence
 from merforge.agents.labels import CONCEPTS, LabelSpace
 from merforge.storage.config import JudgeWeights

@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
+from merforge.perf import gc_paused
 from merforge.errors import MerforgeError
 from merforge.storage import tables
 from merforge.storage.config import ReleaseConfig
@@ -271,33 +272,51 @@ def blur_faces_in_image(path: Path, detector: Any) -> int:
 # -- reading the store -----------------------------------------------------------------------
 
 
+def _json(value: Any) -> Any:
+    """A JSON column read as raw text (SQLite) or already decoded by the driver (PostgreSQL)."""
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
 def _load_rows(store: Any) -> dict[str, Any]:
-    """Everything a release needs, as plain dicts, in a few queries (fast at 100k clips)."""
+    """Everything a release needs, as plain dicts, in a few queries (fast at 100k clips).
+
+    JSON records are selected as raw text and decoded with json.loads directly (SQLAlchemy's
+    per-row result processing costs more than the decoding itself); the cyclic collector is
+    paused meanwhile, since the hundreds of thousands of dicts built here cannot form cycles."""
     engine = store.engine
     t = tables
-    with engine.connect() as connection:
+    loads = json.loads
+
+    def raw(column: Any) -> Any:
+        return sa.type_coerce(column, sa.Text)
+
+    with gc_paused(), engine.connect() as connection:
         sources = {r.id: r for r in connection.execute(sa.select(
             t.sources.c.id, t.sources.c.path, t.sources.c.license, t.sources.c.consent, t.sources.c.speaker,
             t.sources.c.group_name, t.sources.c.media, t.sources.c.status))}
         clips = list(connection.execute(sa.select(
-            t.clips.c.id, t.clips.c.source_id, t.clips.c.start_s, t.clips.c.end_s, t.clips.c.origin,
-            t.clips.c.keyframes).order_by(t.clips.c.source_id, t.clips.c.start_s)))
-        consensus = {r.clip_id: r.record for r in connection.execute(sa.select(t.consensus.c.clip_id,
-                                                                                t.consensus.c.record))}
+            t.clips.c.id, t.clips.c.source_id, t.clips.c.start_s, t.clips.c.end_s, t.clips.c.origin)
+            .order_by(t.clips.c.source_id, t.clips.c.start_s)))
+        consensus = {clip_id: (loads(record) if isinstance(record, str) else record)
+                     for clip_id, record in connection.execute(sa.select(t.consensus.c.clip_id,
+                                                                         raw(t.consensus.c.record)))}
         annotations: dict[str, list[dict]] = defaultdict(list)
-        for r in connection.execute(sa.select(t.annotations.c.clip_id, t.annotations.c.record)
-                                    .order_by(t.annotations.c.clip_id, t.annotations.c.annotator_id)):
-            annotations[r.clip_id].append(r.record)
+        for clip_id, record in connection.execute(
+                sa.select(t.annotations.c.clip_id, raw(t.annotations.c.record))
+                .order_by(t.annotations.c.clip_id, t.annotations.c.annotator_id)):
+            annotations[clip_id].append(loads(record) if isinstance(record, str) else record)
         scores: dict[str, dict] = {}
-        for r in connection.execute(sa.select(t.judge_scores.c.annotation_id, t.judge_scores.c.record)):
-            scores[r.annotation_id] = r.record
+        for annotation_id, record in connection.execute(sa.select(t.judge_scores.c.annotation_id,
+                                                                  raw(t.judge_scores.c.record))):
+            scores[annotation_id] = loads(record) if isinstance(record, str) else record
         reviews: dict[str, list[dict]] = defaultdict(list)
-        for r in connection.execute(sa.select(t.reviews.c.clip_id, t.reviews.c.record)
-                                    .order_by(t.reviews.c.created_at, t.reviews.c.id)):
-            reviews[r.clip_id].append(r.record)
+        for clip_id, record in connection.execute(sa.select(t.reviews.c.clip_id, raw(t.reviews.c.record))
+                                                  .order_by(t.reviews.c.created_at, t.reviews.c.id)):
+            reviews[clip_id].append(_json(record))
         transcripts: dict[str, str] = {}
-        for r in connection.execute(sa.select(t.clip_features.c.clip_id, t.clip_features.c.record)):
-            transcripts[r.clip_id] = ((r.record or {}).get("transcript") or {}).get("text", "")
+        for clip_id, record in connection.execute(sa.select(t.clip_features.c.clip_id,
+                                                            raw(t.clip_features.c.record))):
+            transcripts[clip_id] = ((_json(record) or {}).get("transcript") or {}).get("text", "")
     return {"sources": sources, "clips": clips, "consensus": consensus, "annotations": annotations,
             "scores": scores, "reviews": reviews, "transcripts": transcripts}
 
@@ -397,7 +416,9 @@ def build_release(workspace: Any, version: str, out_root: Path | None = None,
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        result = _build(workspace, config, version, tmp, releases, progress or (lambda _m: None), time.perf_counter)
+        with gc_paused():
+            result = _build(workspace, config, version, tmp, releases, progress or (lambda _m: None),
+                            time.perf_counter)
         os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

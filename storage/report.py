@@ -25,11 +25,14 @@ import math
 from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+import sqlalchemy as sa
 
+from merforge.perf import gc_paused
 from merforge.storage import agreement as ag
+from merforge.storage import tables
 from merforge.storage.records import AnnotationStatus, ReviewDecision, Route
 from merforge.storage.reviews import ReviewStore
 from merforge.storage.workspace import Workspace, write_atomic
@@ -54,8 +57,9 @@ def agreement_report(workspace: Workspace) -> dict[str, Any]:
     """
     config = workspace.config.report
     store = workspace.store
-    annotations = [a for a in store.annotations() if a.status == AnnotationStatus.OK and a.label]
-    consensuses = {c.clip_id: c for c in store.consensuses()}
+    with gc_paused():
+        annotations = _ok_annotations(store)
+        consensuses = _consensus_rows(store)
     decided = [r for r in ReviewStore(store, workspace.config.review).reviews()
                if r.decision in (ReviewDecision.ACCEPT, ReviewDecision.CORRECT, ReviewDecision.REJECT)]
     boot = {"n": config.bootstrap, "seed": config.seed}
@@ -125,7 +129,7 @@ def _agents_section(annotations, boot, kappa_threshold, checks) -> dict[str, Any
 
     counts, _ = ag.counts_from_ratings([[by_clip[c][a].label for a in by_clip[c]] for c in shared], labels)
     fleiss = ag.fleiss_kappa(counts)
-    section["fleiss_kappa"] = {"value": fleiss, "ci95": ag.bootstrap_ci(ag.fleiss_kappa, [counts], **boot)}
+    section["fleiss_kappa"] = {"value": fleiss, "ci95": _fleiss_ci(counts, boot)}
     _check(checks, "agents", "all agents", "Fleiss' kappa", fleiss, kappa_threshold, len(shared))
 
     codes = {label: k for k, label in enumerate(labels)}
@@ -134,7 +138,7 @@ def _agents_section(annotations, boot, kappa_threshold, checks) -> dict[str, Any
     alpha = ag.krippendorff_alpha(reliability, "nominal")
     section["krippendorff_alpha"] = {
         "level": "nominal", "value": alpha,
-        "ci95": ag.bootstrap_ci(lambda units: ag.krippendorff_alpha(units.T, "nominal"), [reliability.T], **boot)}
+        "ci95": _nominal_alpha_ci(reliability, boot)}
 
     multi = any(len(a.labels) > 1 for a in annotations)
     section["multi_label"] = multi
@@ -260,6 +264,152 @@ def _reviewer_section(decided, boot, kappa_threshold, icc_threshold, checks) -> 
                                                      **boot)}
         section["continuous"][dimension] = entry
     return section
+
+
+class _Answer(NamedTuple):
+    """The parts of an OK annotation the report reads (a full pydantic record is ~50x slower to build)."""
+
+    clip_id: str
+    annotator_id: str
+    label: str
+    labels: tuple[str, ...]
+
+
+class _ConsensusRow(NamedTuple):
+    clip_id: str
+    route: Route
+    label: str | None
+
+
+def _ok_annotations(store: Any) -> list[_Answer]:
+    """OK annotations with a label, ordered like Store.annotations() (clip, annotator), from the real
+    columns plus the `labels` list pulled out of the JSON record by the database."""
+    table = tables.annotations
+    sqlite = store.engine.dialect.name == "sqlite"
+    labels_column = (sa.type_coerce(sa.func.json_extract(table.c.record, "$.labels"), sa.Text) if sqlite
+                     else table.c.record["labels"])
+    query = (sa.select(table.c.clip_id, table.c.annotator_id, table.c.label, labels_column)
+             .where(table.c.status == AnnotationStatus.OK.value)
+             .order_by(table.c.clip_id, table.c.annotator_id))
+    parsed: dict[Any, tuple[str, ...]] = {}
+    out: list[_Answer] = []
+    append = out.append
+    with store.engine.connect() as connection:
+        for clip_id, annotator_id, label, raw in connection.execute(query):
+            if not label:
+                continue
+            if isinstance(raw, (list, tuple)):
+                labels = tuple(raw)
+            elif raw is None:
+                labels = ()
+            else:
+                labels = parsed.get(raw)
+                if labels is None:
+                    labels = parsed[raw] = tuple(json.loads(raw)) if isinstance(raw, str) else tuple(raw)
+            append(_Answer(clip_id, annotator_id, label, labels))
+    return out
+
+
+def _consensus_rows(store: Any) -> dict[str, _ConsensusRow]:
+    """clip id -> (route, label) of every consensus, from the real columns."""
+    table = tables.consensus
+    query = sa.select(table.c.clip_id, table.c.route, table.c.label).order_by(table.c.priority.desc(),
+                                                                                table.c.clip_id)
+    routes = {r.value: r for r in Route}
+    with store.engine.connect() as connection:
+        return {clip_id: _ConsensusRow(clip_id, routes.get(route) or Route(route), label)
+                for clip_id, route, label in connection.execute(query)}
+
+
+# -- fast bootstraps ---------------------------------------------------------------------
+# Same resamples (bootstrap_ci with the same seed, units and chunks) and bit-for-bit the same
+# estimates as calling fleiss_kappa / krippendorff_alpha on every resample: the parts that are
+# sums of small integers (or of halves) are exact in any order and are computed from per-row
+# resample weights over the distinct unit patterns; the one inexact sum (Fleiss' mean P_i) is
+# taken over the resampled rows in the same order as the original. Anything outside those
+# conditions falls back to the original per-resample statistic.
+
+
+def _pattern_weights(draws: np.ndarray, pattern_of_unit: np.ndarray, patterns: int) -> np.ndarray:
+    """(rows, patterns) float counts: how often each unit pattern is drawn in each resample."""
+    rows = draws.shape[0]
+    flat = (np.arange(rows, dtype=np.int64)[:, None] * patterns + pattern_of_unit[draws]).ravel()
+    return np.bincount(flat, minlength=rows * patterns).reshape(rows, patterns).astype(float)
+
+
+def _fleiss_ci(counts: np.ndarray, boot: dict) -> tuple[float, float]:
+    counts = np.asarray(counts, dtype=float)
+    n_i = counts.sum(axis=1) if counts.ndim == 2 else None
+    if (n_i is None or len(counts) == 0 or not np.all(n_i >= 2) or np.any(counts != np.round(counts))
+            or counts.sum() >= 2**52):
+        return ag.bootstrap_ci(ag.fleiss_kappa, [counts], **boot)
+    p_i = (counts * (counts - 1)).sum(axis=1) / (n_i * (n_i - 1))
+    unique, pattern_of_unit = np.unique(counts, axis=0, return_inverse=True)
+    pattern_of_unit = pattern_of_unit.reshape(-1)
+    pattern_n = unique.sum(axis=1)
+
+    def statistic(draws: np.ndarray) -> np.ndarray:
+        weights = _pattern_weights(draws, pattern_of_unit, len(unique))
+        column_sums = weights @ unique  # exact: integers
+        totals = weights @ pattern_n  # exact: integers
+        p_bar = p_i[draws].mean(axis=1)
+        out = np.empty(len(draws))
+        for r in range(len(draws)):
+            p_j = column_sums[r] / totals[r]
+            p_e = float((p_j**2).sum())
+            out[r] = float("nan") if p_e >= 1 else float((p_bar[r] - p_e) / (1 - p_e))
+        return out
+
+    return ag.bootstrap_ci(statistic, [np.arange(len(counts))], batched=True, **boot)
+
+
+def _nominal_alpha_ci(reliability: np.ndarray, boot: dict) -> tuple[float, float]:
+    """Bootstrap CI of nominal Krippendorff's alpha over units (columns of raters x units)."""
+    data = np.asarray(reliability, dtype=float)
+
+    def fallback() -> tuple[float, float]:
+        return ag.bootstrap_ci(lambda units: ag.krippendorff_alpha(units.T, "nominal"), [data.T], **boot)
+
+    if data.ndim != 2 or data.shape[1] == 0:
+        return fallback()
+    values = np.unique(data[~np.isnan(data)])
+    if len(values) == 0:
+        return fallback()
+    per_unit = (data.T[:, :, None] == values[None, None, :]).sum(axis=1).astype(float)
+    m_u = per_unit.sum(axis=1)
+    # exactness: 1 / (m_u - 1) must be a power of two so every coincidence sum is exact
+    if not np.all(np.isin(m_u, (2.0, 3.0, 5.0, 9.0))) or per_unit.sum() * 8 >= 2**52:
+        return fallback()
+    unique, pattern_of_unit = np.unique(per_unit, axis=0, return_inverse=True)
+    pattern_of_unit = pattern_of_unit.reshape(-1)
+    scaled = unique / (unique.sum(axis=1) - 1)[:, None]
+    products = (scaled[:, :, None] * unique[:, None, :]).reshape(len(unique), -1)
+    v = len(values)
+
+    def statistic(draws: np.ndarray) -> np.ndarray:
+        weights = _pattern_weights(draws, pattern_of_unit, len(unique))
+        present_all = (weights @ unique) > 0
+        coincidence_all = (weights @ products).reshape(len(draws), v, v)  # exact: halves
+        diagonal_all = weights @ scaled
+        out = np.empty(len(draws))
+        for r in range(len(draws)):
+            present = present_all[r]
+            coincidences = coincidence_all[r]
+            diagonal = diagonal_all[r]
+            if not present.all():
+                coincidences = coincidences[np.ix_(present, present)]
+                diagonal = diagonal[present]
+            coincidences = coincidences - np.diag(diagonal)
+            n_c = coincidences.sum(axis=1)
+            n = n_c.sum()
+            k = len(n_c)
+            c, kk = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
+            delta = (c != kk).astype(float)
+            expected = (np.outer(n_c, n_c) * delta).sum()
+            out[r] = float("nan") if expected == 0 else float(1.0 - (n - 1) * (coincidences * delta).sum() / expected)
+        return out
+
+    return ag.bootstrap_ci(statistic, [np.arange(data.shape[1])], batched=True, **boot)
 
 
 def _kappa_ci(a: np.ndarray, b: np.ndarray, labels: list, boot: dict) -> tuple[float, float]:
