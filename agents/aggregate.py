@@ -60,8 +60,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import sparse
 
-from merforge.perf import gc_paused
 from merforge.agents.labels import LabelSpace
+from merforge.perf import gc_paused
 from merforge.storage.config import RouteConfig
 from merforge.storage.records import Annotation, AnnotationStatus, Consensus, JudgeScores
 

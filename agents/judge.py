@@ -82,9 +82,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from merforge.perf import gc_paused
 from merforge.agents.evidence import ClipEvidence
 from merforge.agents.labels import CONCEPTS, LabelSpace
+from merforge.perf import gc_paused
 from merforge.storage.config import JudgeWeights
 from merforge.storage.records import (
     Annotation,

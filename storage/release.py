@@ -36,8 +36,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from merforge.perf import gc_paused
 from merforge.errors import MerforgeError
+from merforge.perf import gc_paused
 from merforge.storage import tables
 from merforge.storage.config import ReleaseConfig
 
@@ -248,6 +248,21 @@ def cut_media(source_path: Path, start: float, end: float, out: Path, audio_only
         raise ReleaseError(f"ffmpeg could not cut {source_path} [{start:.2f}s, {end:.2f}s]: {done.stderr.strip()[-400:]}")
 
 
+def _blur_boxes(image: Any, boxes: Sequence[Sequence[float]]) -> None:
+    """Gaussian-blur each (x, y, w, h) box, padded by 15 %, in place."""
+    import cv2
+
+    height, width = image.shape[:2]
+    for box in boxes:
+        x, y, w, h = (float(v) for v in box)
+        pad = 0.15
+        x0, y0 = max(int(x - pad * w), 0), max(int(y - pad * h), 0)
+        x1, y1 = min(int(x + w * (1 + pad)), width), min(int(y + h * (1 + pad)), height)
+        if x1 > x0 and y1 > y0:
+            kernel = max(31, (max(x1 - x0, y1 - y0) // 3) | 1)
+            image[y0:y1, x0:x1] = cv2.GaussianBlur(image[y0:y1, x0:x1], (kernel, kernel), 0)
+
+
 def blur_faces_in_image(path: Path, detector: Any) -> int:
     """Blur every face the detector finds in the image at `path`, in place. Returns faces blurred."""
     import cv2
@@ -256,17 +271,53 @@ def blur_faces_in_image(path: Path, detector: Any) -> int:
     if image is None:
         return 0
     faces = detector.detect(image)
-    height, width = image.shape[:2]
-    for face in faces:
-        x, y, w, h = (float(v) for v in face.box)
-        pad = 0.15
-        x0, y0 = max(int(x - pad * w), 0), max(int(y - pad * h), 0)
-        x1, y1 = min(int(x + w * (1 + pad)), width), min(int(y + h * (1 + pad)), height)
-        if x1 > x0 and y1 > y0:
-            kernel = max(31, (max(x1 - x0, y1 - y0) // 3) | 1)
-            image[y0:y1, x0:x1] = cv2.GaussianBlur(image[y0:y1, x0:x1], (kernel, kernel), 0)
+    _blur_boxes(image, [face.box for face in faces])
     cv2.imwrite(str(path), image)
     return len(faces)
+
+
+BLUR_DETECT_EVERY = 3  # frames; boxes are held in between (faces move little in 0.1 s)
+
+
+def blur_faces_in_video(path: Path, detector: Any) -> int:
+    """Blur faces in a cut clip, in place: detect every BLUR_DETECT_EVERY frames (boxes held
+    in between, and the union with the previous detection kept so a face is not exposed for
+    the frames where detection misses it), re-encode the video with libx264 and copy the
+    audio back with ffmpeg. Returns the number of frames that had a face blurred."""
+    import av
+    import imageio_ffmpeg
+
+    blurred_video = path.with_name(f".{path.stem}.blurred.mp4")
+    frames_blurred = 0
+    with av.open(str(path)) as source, av.open(str(blurred_video), "w") as target:
+        in_stream = source.streams.video[0]
+        out_stream = target.add_stream("libx264", rate=in_stream.average_rate or 25)
+        out_stream.width, out_stream.height = in_stream.codec_context.width, in_stream.codec_context.height
+        out_stream.pix_fmt = "yuv420p"
+        out_stream.options = {"preset": "veryfast", "crf": "23"}
+        boxes: list = []
+        previous: list = []
+        for index, frame in enumerate(source.decode(in_stream)):
+            image = frame.to_ndarray(format="bgr24")
+            if index % BLUR_DETECT_EVERY == 0:
+                previous, boxes = boxes, [face.box for face in detector.detect(image)]
+            if boxes or previous:
+                _blur_boxes(image, list(boxes) + list(previous))
+                frames_blurred += 1
+            for packet in out_stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
+                target.mux(packet)
+        for packet in out_stream.encode(None):
+            target.mux(packet)
+    merged = path.with_name(f".{path.stem}.merged.mp4")
+    done = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y",
+                           "-i", str(blurred_video), "-i", str(path), "-map", "0:v", "-map", "1:a?",
+                           "-c", "copy", str(merged)], capture_output=True, text=True)
+    blurred_video.unlink(missing_ok=True)
+    if done.returncode != 0:
+        merged.unlink(missing_ok=True)
+        raise ReleaseError(f"could not re-mux the blurred video {path.name}: {done.stderr.strip()[-300:]}")
+    os.replace(merged, path)
+    return frames_blurred
 
 
 # -- reading the store -----------------------------------------------------------------------
@@ -580,6 +631,8 @@ def _cut_media(workspace: Any, config: ReleaseConfig, rows: list[dict], sources:
             raise ReleaseError(f"source media {source_path} is missing; restore it or re-ingest before releasing")
         target = media_dir / f"{row['id']}{'.flac' if audio_only else '.mp4'}"
         cut_media(source_path, row["start"], row["end"], target, audio_only)
+        if detector is not None and not audio_only:
+            blur_faces_in_video(target, detector)
         row["media"] = target.relative_to(out).as_posix()
         frames = []
         for index, keyframe in enumerate(clip_keyframes.get(row["id"], [])):
@@ -697,7 +750,7 @@ def _card(version: str, by_split: Mapping[str, list[dict]], hidden: bool, stats:
               f"- Test labels: {'hidden (public test file without labels; labels in private/test_labels.jsonl)' if hidden else 'included'}.",
               f"- Left out: {dict(excluded) or 'nothing'}.",
               f"- Media: {'clips cut with ffmpeg (re-encoded)' if config.cut_media else 'not included'}"
-              f"{'; faces blurred in key frames only (clip video is not blurred)' if config.blur_faces else ''}.",
+              f"{'; faces blurred in the clip videos and key frames' if config.blur_faces else ''}.",
               "- Annotators: " + (", ".join(f"{a['annotator_id']} ({a['model'] or 'offline'}, prompt "
                                             f"{a['prompt_version'] or '-'})" for a in provenance["annotators"])
                                   or "none") + ".",

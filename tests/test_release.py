@@ -129,6 +129,42 @@ def test_media_is_cut_and_key_frames_blurred(released):
     assert frames and all((result.path / f).is_file() for f in frames)
 
 
+def test_faces_are_blurred_in_released_video(released):
+    """blur_faces is on: in a released clip of the face video, the face region of the first
+    frame is much smoother than the same region of the source frame."""
+    import av
+    import cv2
+
+    from merforge.preprocess.faces import FaceMeshModel
+
+    ws, result, _ = released
+    rows = [r for split in result.counts for r in _rows(result.path, split)]
+    video_rows = [r for r in rows if r["media"].endswith(".mp4")]
+    face_rows = []
+    detector = FaceMeshModel()
+    for row in video_rows:
+        source = ws.store.get_source(row["source_id"]) if "source_id" in row else None
+        source_path = source.path if source else None
+        if not source_path:
+            continue
+        with av.open(source_path) as container:
+            container.seek(int(row["start"] * 1_000_000))
+            original = next(container.decode(video=0)).to_ndarray(format="bgr24")
+        faces = detector.detect(original)
+        if faces:
+            face_rows.append((row, original, faces[0].box))
+    assert face_rows, "the release has a clip with a visible face"
+    row, original, (x, y, w, h) = face_rows[0]
+    with av.open(str(result.path / row["media"])) as container:
+        released_frame = next(container.decode(video=0)).to_ndarray(format="bgr24")
+    region = (slice(int(y), int(y + h)), slice(int(x), int(x + w)))
+
+    def sharpness(image):
+        return float(cv2.Laplacian(cv2.cvtColor(image[region], cv2.COLOR_BGR2GRAY), cv2.CV_32F).var())
+
+    assert sharpness(released_frame) < 0.3 * sharpness(original)
+
+
 def test_card_yaml_lists_splits_license_and_features(released):
     _, result, _ = released
     text = (result.path / "README.md").read_text()
