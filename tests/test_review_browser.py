@@ -57,11 +57,16 @@ def stop(server) -> None:
 def keyboard_login(page, base: str, name: str) -> None:
     page.goto(f"{base}/queue")
     assert "/login" in page.url
-    page.keyboard.type(name)  # the name field has autofocus
+    # the name field has autofocus; wait until it really has the focus before typing
+    page.wait_for_function("document.activeElement && document.activeElement.tagName === 'INPUT'")
+    page.keyboard.type(name)
     page.keyboard.press("Tab")
     page.keyboard.type(PASSWORD)
     page.keyboard.press("Enter")
-    page.wait_for_url(f"{base}/queue")
+    try:
+        page.wait_for_url(f"{base}/queue", timeout=20_000)
+    except Exception:
+        raise AssertionError(f"login did not reach the queue; the page says: {page.inner_text('body')[:500]!r}") from None
 
 
 def test_review_with_the_keyboard_only_and_untrusted_text_stays_inert(prepared, tmp_path, browser):

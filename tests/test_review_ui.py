@@ -475,7 +475,11 @@ def free_port() -> int:
 
 def start_server(workspace: Path, port: int, workers: int = 1) -> subprocess.Popen:
     """uvicorn serving the review app for `workspace` in a child process, ready to answer."""
-    env = {**os.environ, "MERFORGE_WORKSPACE": str(workspace)}
+    # A clean environment: the server must not inherit state other tests left in this
+    # process (Prefect's test-harness settings, review CLI variables).
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "HF_HUB_OFFLINE", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+    env = {k: os.environ[k] for k in keep if k in os.environ}
+    env["MERFORGE_WORKSPACE"] = str(workspace)
     process = subprocess.Popen(
         [PYTHON, "-m", "uvicorn", "merforge.flows.review_cli:app_factory", "--factory", "--host", "127.0.0.1",
          "--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"],
