@@ -570,6 +570,22 @@ def _plan(text: str) -> tuple[tuple, tuple]:
     return tuple(found), tuple(spans)
 
 
+def _read_key_value(text: str, low: str, key, key_spec, value, value_spec):
+    """The key (AU name, speaker, quoted words) and number a compiled template points at in `text`."""
+    if key_spec is not None:
+        op, ks, ke = key_spec
+        if op == _K_AU:
+            key = _au_name(low[ks:ke])
+        elif op == _K_SPEAKER:
+            key = "S" + text[ks:ke]
+        else:
+            key = " ".join(filter(None, (_normalise(t) for t in text[ks:ke].strip().split())))
+    if value_spec is not None:
+        vs, ve, divisor = value_spec
+        value = float(low[vs:ve]) / divisor
+    return key, value
+
+
 def _instantiate(plan: tuple[tuple, tuple], text: str
                  ) -> tuple[tuple[Assertion, ...], tuple[tuple[int, float, float], ...]]:
     """A plan's assertions and spans with the numbers, AUs, speakers and quotes of `text`."""
@@ -577,17 +593,7 @@ def _instantiate(plan: tuple[tuple, tuple], text: str
     low = text.lower()
     found = []
     for kind, key, key_spec, value, value_spec, source, s, e, position in planned:
-        if key_spec is not None:
-            op, ks, ke = key_spec
-            if op == _K_AU:
-                key = _au_name(low[ks:ke])
-            elif op == _K_SPEAKER:
-                key = "S" + text[ks:ke]
-            else:
-                key = " ".join(filter(None, (_normalise(t) for t in text[ks:ke].strip().split())))
-        if value_spec is not None:
-            vs, ve, divisor = value_spec
-            value = float(low[vs:ve]) / divisor
+        key, value = _read_key_value(text, low, key, key_spec, value, value_spec)
         found.append(Assertion(kind, key, value, (text if source else text)[s:e], position))
     spans = []
     for position, spec in planned_spans:
@@ -982,17 +988,7 @@ def _step_plan(text: str) -> tuple[bool, tuple[tuple, ...]]:
             spans.append((0, float(low[spec[0]:spec[1]]), float(low[spec[2]:spec[3]])))
     entries = []
     for kind, check, key, key_spec, value, value_spec, s, e, position, nearest, modality in planned:
-        if key_spec is not None:  # as in _instantiate
-            op, ks, ke = key_spec
-            if op == _K_AU:
-                key = _au_name(low[ks:ke])
-            elif op == _K_SPEAKER:
-                key = "S" + text[ks:ke]
-            else:
-                key = " ".join(filter(None, (_normalise(t) for t in text[ks:ke].strip().split())))
-        if value_spec is not None:
-            vs, ve, divisor = value_spec
-            value = float(low[vs:ve]) / divisor
+        key, value = _read_key_value(text, low, key, key_spec, value, value_spec)
         phrase = text[s:e]
         span = None if nearest < 0 else spans[nearest]
         if check is _check_assertion_entry:

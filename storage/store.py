@@ -198,18 +198,26 @@ class Store:
                  "label": a.label, "record": a.model_dump(mode="json"), "created_at": a.created_at}
                 for a in annotations]
         with self.engine.begin() as connection:
-            connection.execute(table.delete().where(table.c.clip_id == clip_id))
-            if rows:
-                connection.execute(table.insert(), rows)
+            self._replace_clip_rows(connection, table, clip_id, rows)
             self._set_status(connection, status)
 
     def annotations(self, clip_id: str | None = None) -> list[Annotation]:
         table = tables.annotations
-        query = sa.select(table.c.record).order_by(table.c.clip_id, table.c.annotator_id)
+        return self._records(table, Annotation, (table.c.clip_id, table.c.annotator_id), clip_id)
+
+    def _records(self, table, model, order, clip_id: str | None) -> list:
+        """The JSON `record` column of `table` as `model` records, optionally for one clip."""
+        query = sa.select(table.c.record).order_by(*order)
         if clip_id is not None:
             query = query.where(table.c.clip_id == clip_id)
         with self.engine.connect() as connection:
-            return [Annotation.model_validate(row.record) for row in connection.execute(query)]
+            return [model.model_validate(row.record) for row in connection.execute(query)]
+
+    @staticmethod
+    def _replace_clip_rows(connection: Connection, table, clip_id: str, rows: list[dict]) -> None:
+        connection.execute(table.delete().where(table.c.clip_id == clip_id))
+        if rows:
+            connection.execute(table.insert(), rows)
 
     def annotation_counts(self) -> dict[str, dict[str, int]]:
         """{annotator_id: {status: count}}."""
@@ -236,20 +244,13 @@ class Store:
                "route": consensus.route.value, "priority": consensus.priority,
                "record": consensus.model_dump(mode="json"), "updated_at": datetime.now(timezone.utc)}
         with self.engine.begin() as connection:
-            connection.execute(scores_table.delete().where(scores_table.c.clip_id == clip_id))
-            if rows:
-                connection.execute(scores_table.insert(), rows)
-            connection.execute(consensus_table.delete().where(consensus_table.c.clip_id == clip_id))
-            connection.execute(consensus_table.insert().values(**row))
+            self._replace_clip_rows(connection, scores_table, clip_id, rows)
+            self._replace_clip_rows(connection, consensus_table, clip_id, [row])
             self._set_status(connection, status)
 
     def judge_scores(self, clip_id: str | None = None) -> list[JudgeScores]:
         table = tables.judge_scores
-        query = sa.select(table.c.record).order_by(table.c.clip_id, table.c.annotation_id)
-        if clip_id is not None:
-            query = query.where(table.c.clip_id == clip_id)
-        with self.engine.connect() as connection:
-            return [JudgeScores.model_validate(row.record) for row in connection.execute(query)]
+        return self._records(table, JudgeScores, (table.c.clip_id, table.c.annotation_id), clip_id)
 
     def consensus(self, clip_id: str) -> Consensus | None:
         table = tables.consensus
