@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,11 +41,12 @@ class AnnotateReport:
     tokens_out: int = 0
     cost_usd: float = 0.0
     cascade_skipped_calls: int = 0
+    failures: list = field(default_factory=list)  # {"item", "annotator", "status", "reason"} of answers not OK
 
     def as_dict(self) -> dict:
         return {"clips": self.clips, "skipped": self.skipped, "statuses": dict(self.statuses), "calls": self.calls,
                 "tokens_in": self.tokens_in, "tokens_out": self.tokens_out, "cost_usd": round(self.cost_usd, 6),
-                "cascade_skipped_calls": self.cascade_skipped_calls}
+                "cascade_skipped_calls": self.cascade_skipped_calls, "failures": list(self.failures)}
 
 
 def stage_hash(workspace: Workspace) -> str:
@@ -84,8 +86,21 @@ def needs_annotation(workspace: Workspace, clip_id: str, current: str) -> bool:
     return not (status and status.state == StageState.DONE and status.config_hash == current)
 
 
-def annotate_workspace(workspace: Workspace, force: bool = False, progress: Progress | None = None) -> AnnotateReport:
-    """Annotate every preprocessed clip whose annotations are missing or out of date."""
+def clips_to_annotate(workspace: Workspace, force: bool = False) -> tuple[list[str], int]:
+    """Ids of the preprocessed clips whose annotations are missing or out of date, and how many are current."""
+    current = stage_hash(workspace)
+    preprocessed = {s.item_id for s in workspace.store.statuses(PREPROCESS_STAGE, StageState.DONE)}
+    clips = [c.id for c in workspace.store.iter_clips() if c.id in preprocessed]
+    todo = [c for c in clips if force or needs_annotation(workspace, c, current)]
+    return todo, len(clips) - len(todo)
+
+
+def annotate_workspace(workspace: Workspace, force: bool = False, progress: Progress | None = None,
+                       clip_ids: Collection[str] | None = None) -> AnnotateReport:
+    """Annotate every preprocessed clip whose annotations are missing or out of date.
+
+    `clip_ids` restricts the run to those clips (a scale-out worker's share of the work).
+    """
     progress = progress or NoProgress()
     space = get_space(workspace.config.annotate.label_space)
     agents = build_agents(workspace)
@@ -93,6 +108,9 @@ def annotate_workspace(workspace: Workspace, force: bool = False, progress: Prog
     report = AnnotateReport()
     preprocessed = {s.item_id for s in workspace.store.statuses(PREPROCESS_STAGE, StageState.DONE)}
     clips = [c for c in workspace.store.iter_clips() if c.id in preprocessed]
+    if clip_ids is not None:
+        wanted = set(clip_ids)
+        clips = [c for c in clips if c.id in wanted]
     todo = [c for c in clips if force or needs_annotation(workspace, c.id, current)]
     report.skipped = len(clips) - len(todo)
     evidences = [load_clip_evidence(workspace, clip) for clip in todo]
@@ -108,6 +126,9 @@ def annotate_workspace(workspace: Workspace, force: bool = False, progress: Prog
                 annotation = annotation.model_copy(update={"injection_flag": True, "injection_reason": reason})
             annotations.append(annotation)
             report.statuses[annotation.status.value] += 1
+            if annotation.status != AnnotationStatus.OK:
+                report.failures.append({"item": result.clip_id, "annotator": annotation.annotator_id,
+                                        "status": annotation.status.value, "reason": annotation.reason})
             report.tokens_in += annotation.tokens_in
             report.tokens_out += annotation.tokens_out
             report.cost_usd += annotation.cost_usd

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from merforge.agents.base import AnnotatorAgent, finalise
 from merforge.agents.evidence import ClipEvidence
 from merforge.agents.labels import LabelSpace
+from merforge.errors import resource_error
 from merforge.storage.config import AnnotateConfig
 from merforge.storage.records import Annotation, AnnotationStatus
 
@@ -44,6 +45,8 @@ async def _run(agent: AnnotatorAgent, evidence: ClipEvidence, space: LabelSpace)
     try:
         annotation = await agent.annotate(evidence, space)
     except Exception as error:  # an agent bug must not lose the other agents' answers
+        if resource_error(error):  # a full disk is not the agent's fault: stop the run
+            raise resource_error(error) from error
         from merforge.storage.records import annotation_id
 
         annotation = Annotation(id=annotation_id(evidence.clip.id, agent.id, "error"), clip_id=evidence.clip.id,

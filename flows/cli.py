@@ -1,6 +1,8 @@
 """The `merforge` command line.
 
     merforge init DIR            create a workspace with a commented merforge.toml
+    merforge run [INPUTS]        the whole pipeline, incremental (also per stage: the commands below)
+    merforge serve --cron --inbox  scheduled runs on an inbox folder (a Prefect deployment)
     merforge ingest PATH...      add media files, folders or a manifest CSV
     merforge sample              cut sources into clips with key frames (one decode pass each)
     merforge status [--json]     counts per stage, failures with their reasons
@@ -62,6 +64,9 @@ def _prefect_environment() -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     # merforge runs offline; Prefect's telemetry heartbeat also races its own SQLite file.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Dask's scheduler and nannies log every start and stop at INFO; keep the terminal for merforge.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
 def _fail(error: Exception) -> None:
@@ -444,24 +449,24 @@ def demo(
     samples: Annotated[Path, typer.Option(help="Folder of media (or a manifest CSV) to use.")] = ROOT / "samples" / "manifest.csv",
     engine: EngineOption = "prefect",
 ) -> None:
-    """Run merforge on the bundled samples, offline: init, ingest, sample, preprocess, annotate
-    (offline agents), judge and route, status, export; then say how to open the review UI."""
+    """Run merforge on the bundled samples, offline: init, then the whole pipeline (`merforge run`:
+    ingest, sample, preprocess, annotate with the offline agents, judge and route, report), a
+    release and a clip export; then say where everything is and how to open the review UI."""
     started = time.perf_counter()
     init(directory)
-    ingest([samples], workspace=directory, engine="library")
-    sample(workspace=directory, force=False, engine=engine)
-    preprocess(workspace=directory, force=False, engine=engine)
-    annotate(workspace=directory, force=False, engine=engine)
-    judge(workspace=directory, engine=engine)
-    from merforge.storage.report import write_report
+    from merforge.flows.run_cli import execute, print_summary
 
-    report_json, report_html = write_report(_open(directory))
+    try:
+        summary = execute(directory, [samples], engine, "local", 0, "", force=False)
+    except MerforgeError as error:
+        _fail(error)
+    print_summary(summary)
+    report_html = Path(summary["outputs"]["report_html"])
     release_dir = directory / "releases" / "demo-v1"
     if not release_dir.exists():
         from merforge.storage.release import build_release
 
         release_dir = build_release(_open(directory), "demo-v1").path
-    status(workspace=directory, as_json=False)
     ws = _open(directory)
     print_sources_table(ws)
     print_clips_table(ws)
@@ -471,7 +476,8 @@ def demo(
     console.print(f"  clips: {directory / 'clips.jsonl'}")
     console.print(f"  key frames: {directory / 'keyframes'}")
     console.print(f"  features: {directory / 'features'} (per-clip timelines and word tables, Parquet)")
-    console.print(f"  agreement report: {report_html} (and {report_json.name})")
+    console.print(f"  agreement report: {report_html} (and {report_html.with_suffix('.json').name})")
+    console.print(f"  run summary: {directory / 'runs' / (summary['run_id'] + '.json')}")
     console.print(f"  release: {release_dir} (Parquet + JSONL splits, dataset card, manifest)")
     console.print(f"  status: .venv/bin/merforge status -w {directory}")
     console.print("  review the flagged clips in a browser:")
@@ -499,6 +505,10 @@ def _register_review_commands() -> None:
     app.command(name="evaluate")(evaluate_command)  # merforge evaluate --release DIR --predictions FILE
     app.add_typer(review_app, name="review")  # merforge review [--host --port]; export/import Label Studio
     app.add_typer(reviewer_app, name="reviewer")  # merforge reviewer add NAME [--admin]; reviewer list
+    from merforge.flows.run_cli import run_command, serve_command
+
+    app.command(name="run")(run_command)  # merforge run [INPUTS] [--task-runner local|dask|ray]
+    app.command(name="serve")(serve_command)  # merforge serve --cron "..." --inbox DIR
 
 
 _register_review_commands()

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from merforge import __version__
-from merforge.errors import MerforgeError
+from merforge.errors import MerforgeError, resource_error
 from merforge.preprocess import asr as asr_module
 from merforge.preprocess.media import AUDIO_RATE, read_wav
 from merforge.preprocess.timeline import AU_NAMES, assign_speakers, build_timeline, canonical_au, word_table
@@ -331,6 +331,8 @@ def preprocess_source(workspace: Workspace, source: Source, clips: list[Clip], p
                                          config_hash=config_hash, details={"path": source.path}))
             outcomes.append(PreprocessOutcome(clip.id, source.path, "failed", reason))
         except Exception as error:  # one clip's bug must not stop the others; keep the trace for the report
+            if resource_error(error):  # a full disk or a locked database is not this clip's fault: stop
+                raise resource_error(error) from error
             reason = f"{type(error).__name__}: {error}"
             store.set_status(StageStatus(item_id=clip.id, stage=STAGE, state=StageState.FAILED, reason=reason,
                                          config_hash=config_hash,

@@ -29,6 +29,10 @@ class StoreConfig(_Section):
         "",
         description="SQLAlchemy URL; empty means SQLite at <workspace>/merforge.db",
     )
+    busy_timeout_s: float = Field(
+        30.0, gt=0, le=3600,
+        description="SQLite: how long a writer waits for another process's lock before the run stops with an error",
+    )
 
 
 class IngestConfig(_Section):
@@ -360,8 +364,11 @@ DEFAULT_CONFIG_TOML = """\
 
 [store]
 # SQLAlchemy URL of the shared database. Empty: SQLite (WAL mode) at <workspace>/merforge.db.
-# For a team: "postgresql+psycopg://user@host:5432/merforge"
+# For a team or several machines: "postgresql+psycopg://user@host:5432/merforge"
 database_url = ""
+# SQLite only: seconds a writer waits for another process's lock before the run stops
+# with "the workspace database is locked".
+busy_timeout_s = 30.0
 
 [ingest]
 # File endings picked up when a folder is ingested (recursively).

@@ -57,7 +57,7 @@ class Workspace:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store.open(self.database_url)
+            self._store = Store.open(self.database_url, self.config.store.busy_timeout_s)
         return self._store
 
     def close(self) -> None:

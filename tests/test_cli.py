@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from merforge.flows.cli import app
 
 runner = CliRunner()
-COMMANDS = ["init", "ingest", "sample", "preprocess", "annotate", "judge", "status", "export", "demo"]
+COMMANDS = ["init", "ingest", "sample", "preprocess", "annotate", "judge", "status", "export", "demo", "run", "serve"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
