@@ -33,10 +33,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from merforge.errors import MerforgeError
+from merforge.errors import MerforgeError, resource_error
 from merforge.progress import NoProgress, Progress
 
 STAGES = ("ingest", "sample", "preprocess", "annotate", "judge", "report")
+TASK_RUNNERS = ("local", "dask", "ray")
 RUNS_DIR = "runs"
 LOCK_FILE = "run.lock"
 
@@ -310,7 +311,7 @@ def run_pipeline(workspace_dir: str, inputs: Sequence[str] = (), force: bool = F
         summary.state = "finished"
     except BaseException as error:
         summary.state = "failed"
-        summary.error = str(error) or type(error).__name__
+        summary.error = str(resource_error(error) or error) or type(error).__name__
         raise
     finally:
         summary.finished_at = _now()

@@ -28,9 +28,7 @@ from prefect.cache_policies import NO_CACHE
 
 from merforge.errors import ConfigError
 from merforge.flows import pipeline
-from merforge.flows.pipeline import Runner, run_pipeline, workspace_lock
-
-TASK_RUNNERS = ("local", "dask", "ray")
+from merforge.flows.pipeline import TASK_RUNNERS, Runner, run_pipeline, workspace_lock
 
 _TASKS = {
     function.__name__: task(function, name=function.__name__.replace("_", "-"), cache_policy=NO_CACHE)
@@ -112,6 +110,12 @@ def _run(workspace_dir: str, inputs, force: bool, runner: PrefectRunner):
         raise
     create_markdown_artifact(key="run-summary", markdown=summary.to_markdown(),
                              description=f"merforge run {summary.run_id}")
+    if not pipeline.progress_bridge:  # a scheduled run: one line in the `merforge serve` terminal
+        print(f"merforge run {summary.run_id} {summary.state} in {summary.seconds:.1f} s: "
+              + "; ".join(f"{stage} " + ", ".join(f"{k} {v}" for k, v in data.items()
+                                                  if k != "seconds" and v and not isinstance(v, dict))
+                          for stage, data in summary.stages.items())
+              + f"; {len(summary.failures)} failures; summary in {summary.path()}", flush=True)
     return summary
 
 

@@ -212,15 +212,19 @@ def serve_command(
     by hand from the Prefect UI or with `prefect deployment run 'merforge-pipeline/NAME'`.
     """
     from merforge.flows import cli
-    from merforge.flows.pipeline_flow import TASK_RUNNERS
+    from merforge.flows.pipeline import TASK_RUNNERS
 
+    # Prefect reads PREFECT_API_URL when it is first imported: nothing here imports it before
+    # the server (ours or the user's) is settled.
     try:
         ws = cli._open(workspace)
         root = ws.root
         ws.close()
         if task_runner not in TASK_RUNNERS:
             raise MerforgeError(f"--task-runner must be one of {', '.join(TASK_RUNNERS)}, not {task_runner!r}")
-        _check_cron(cron)
+        if len(cron.split()) not in (5, 6):
+            raise MerforgeError(f"--cron {cron!r} is not a cron expression: it needs 5 fields "
+                                "(minute hour day-of-month month day-of-week), e.g. '*/30 * * * *'")
         inbox = inbox.resolve()
         if not inbox.is_dir():
             inbox.mkdir(parents=True)
@@ -243,6 +247,10 @@ def serve_command(
         elif not _healthy(os.environ["PREFECT_API_URL"]):
             _fail(MerforgeError(f"no Prefect server answers at PREFECT_API_URL={os.environ['PREFECT_API_URL']}; "
                                 "start one with `prefect server start` or unset PREFECT_API_URL"))
+        try:
+            _check_cron(cron)
+        except MerforgeError as error:
+            _fail(error)
         from prefect.deployments.runner import EntrypointType
 
         from merforge.flows.pipeline_flow import pipeline_flow

@@ -76,3 +76,30 @@ def database_url(request, tmp_path) -> str:
         connection.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
     engine.dispose()
     return url
+
+
+@pytest.fixture(scope="session")
+def prefect_api_url(tmp_path_factory):
+    """A `prefect server start` of our own for this session (its database in a temp folder).
+
+    Tests hand its URL to `merforge` subprocesses as PREFECT_API_URL, the way a team runs
+    merforge against a shared Prefect server.
+    """
+    import socket
+
+    from merforge.flows.run_cli import start_prefect_server, stop_process
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server, url = start_prefect_server(tmp_path_factory.mktemp("prefect-home"), port)
+    yield url
+    stop_process(server)
+
+
+def merforge_env(**extra: str) -> dict[str, str]:
+    """Environment for a `merforge` subprocess: this one, offline, without a Prefect API unless given."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update({"HF_HUB_OFFLINE": "1", "PREFECT_LOGGING_LEVEL": "WARNING", "COLUMNS": "160"})
+    env.update(extra)
+    return env
