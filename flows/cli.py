@@ -305,7 +305,21 @@ def collect_status(ws) -> dict[str, Any]:
         },
         "clips": store.count_clips(),
         "failures": failures,
+        "last_run": _last_run(ws.root),
     }
+
+
+def _last_run(root: Path) -> dict[str, Any] | None:
+    """The newest run summary (id, state, when, seconds, failures), or None before the first run."""
+    for path in sorted((root / "runs").glob("*.json"), reverse=True):
+        try:
+            run = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        return {"run_id": run.get("run_id", path.stem), "state": run.get("state", "?"),
+                "started_at": run.get("started_at", ""), "seconds": run.get("seconds", 0.0),
+                "failures": len(run.get("failures", [])), "error": run.get("error", ""), "summary": str(path)}
+    return None
 
 
 def _preprocess_counts(ws) -> dict[str, int]:
@@ -354,6 +368,11 @@ def status(
         table.add_row(stage, ", ".join(f"{k} {v}" for k, v in counts.items()))
     table.add_row("clips", str(data["clips"]))
     console.print(table)
+    last = data["last_run"]
+    if last:
+        state = "still running or killed" if last["state"] == "running" else last["state"]
+        console.print(f"last run {last['run_id']}: {state}, {last['seconds']:.1f} s, {last['failures']} failures"
+                      + (f"; stopped: {last['error']}" if last["error"] else "") + f" ({last['summary']})")
     for failure in data["failures"]:
         console.print(f"  [red]{failure['stage']} failed[/] {failure['path']}: {failure['reason']}")
 

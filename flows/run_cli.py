@@ -208,7 +208,8 @@ def serve_command(
     Needs a Prefect server: with PREFECT_API_URL set (e.g. after `prefect server start`), that server
     is used; otherwise merforge starts one on 127.0.0.1:PORT with its database in
     <workspace>/.prefect and stops it on exit. Each scheduled run ingests the inbox and processes new
-    files only; a run that finds the previous one still working does nothing. Runs can also be started
+    files only; runs go one at a time, and one that finds another run working on the workspace
+    stops at once with that reason. Runs can also be started
     by hand from the Prefect UI or with `prefect deployment run 'merforge-pipeline/NAME'`.
     """
     from merforge.flows import cli

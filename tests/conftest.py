@@ -6,6 +6,7 @@ gets its own throw-away database, dropped at the end.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -43,9 +44,9 @@ def media_dir(tmp_path, data) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
-def postgres_url():
-    """URL of a fresh PostgreSQL database for this test session."""
+@contextlib.contextmanager
+def fresh_postgres_database():
+    """Create a throw-away PostgreSQL database, yield its URL, drop it afterwards."""
     import sqlalchemy as sa
 
     admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
@@ -56,11 +57,19 @@ def postgres_url():
     except sa.exc.OperationalError as error:
         pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL} ({error.orig}); start it "
                     "(.ci/run does) or point MERFORGE_TEST_POSTGRES at a server")
-    url = sa.engine.make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    yield url
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield sa.engine.make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """URL of a fresh PostgreSQL database for this test session."""
+    with fresh_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

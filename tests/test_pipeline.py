@@ -50,6 +50,8 @@ def test_run_does_every_stage_then_nothing_and_keeps_a_summary(ws, media_dir):
     assert (ws / "reports" / "agreement_report.html").is_file()
     saved = json.loads((ws / "runs" / f"{summary['run_id']}.json").read_text())
     assert saved == summary
+    status = json.loads(runner.invoke(app, ["status", "-w", str(ws), "--json"]).stdout)
+    assert status["last_run"]["run_id"] == summary["run_id"] and status["last_run"]["failures"] == 1
 
     again = _run(ws, media_dir)
     assert again.exit_code == 0, again.output

@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import merforge_env
+from conftest import fresh_postgres_database, merforge_env
 from fake_openai import FakeOpenAI, Reply, answer_json
 from records_dump import differences, dump_records
 
@@ -97,6 +97,24 @@ def test_dask_and_ray_give_the_same_records_as_the_local_runner(prefect_api_url,
     assert differences(local, scaled) == []
     assert {k: v for k, v in summary["stages"]["annotate"].items() if k != "seconds"} == \
         {k: v for k, v in local_summary["stages"]["annotate"].items() if k != "seconds"}
+
+
+def test_dask_workers_share_a_postgresql_store_and_give_the_same_records(prefect_api_url, local_run, tmp_path):
+    """The several-machines layout on one machine: worker processes writing to one PostgreSQL database."""
+    media, local_root, _ = local_run
+    root = _init(tmp_path / "ws")
+    with fresh_postgres_database() as url:
+        config = root / "merforge.toml"
+        config.write_text(config.read_text().replace('database_url = ""', f'database_url = "{url}"'))
+        for made_by_init in root.glob("merforge.db*"):
+            made_by_init.unlink()
+        result = _merforge("run", media, "-w", root, "--task-runner", "dask", "--workers", "2", "--json",
+                           env=merforge_env(PREFECT_API_URL=prefect_api_url))
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert not (root / "merforge.db").exists()
+        scaled = dump_records(url, root)
+    local = dump_records(f"sqlite:///{local_root / 'merforge.db'}", local_root)
+    assert differences(local, scaled) == []
 
 
 # ---------------------------------------------------------------- scheduling
