@@ -64,8 +64,9 @@ def _prefect_environment() -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     # merforge runs offline; Prefect's telemetry heartbeat also races its own SQLite file.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # Dask's scheduler and nannies log every start and stop at INFO; keep the terminal for merforge.
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    # Dask's scheduler and nannies log every start and stop (and the kill of workers whose model
+    # threads outlive the 4 s shutdown grace); keep the terminal for merforge.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 

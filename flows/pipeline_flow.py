@@ -25,6 +25,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
 
 from merforge.errors import ConfigError
 from merforge.flows import pipeline
@@ -80,6 +81,11 @@ class PrefectRunner(Runner):
             return [prefect_task(*args) for args in calls]
         names = list(prefect_task.fn.__code__.co_varnames[:prefect_task.fn.__code__.co_argcount])
         futures = [self._runner.submit(prefect_task, parameters=dict(zip(names, args))) for args in calls]
+        progress = pipeline.current_progress()  # workers report nothing: count finished items here
+        progress.start(f"{stage} ({len(futures)} items on {self.task_runner})", len(futures))
+        for _ in as_completed(futures):
+            progress.advance(1)
+        progress.finish()
         return [future.result() for future in futures]  # raises the first item's unexpected error
 
     def one(self, stage: str, function: Callable, *args: Any) -> Any:
