@@ -7,7 +7,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from merforge.agents.annotate import annotate_workspace
-from merforge.flows.sample_flow import _progress
+from merforge.flows.pipeline import current_progress as _progress
 from merforge.storage.workspace import Workspace
 
 

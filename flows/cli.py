@@ -104,7 +104,7 @@ def _run_stage(workspace: Path, engine: str, flow: tuple[str, str], flow_args: t
             _prefect_environment()
             if flow[1] == "sample_flow":
                 console.print("starting Prefect (the embedded server can take ~30 s on first start)...")
-            from merforge.flows import sample_flow as bridge
+            from merforge.flows import pipeline as bridge
 
             flow_function = getattr(importlib.import_module(flow[0]), flow[1])
             bridge.progress_bridge["progress"] = progress

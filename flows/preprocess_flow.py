@@ -2,35 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from merforge.flows.sample_flow import _progress
-from merforge.preprocess.features import (
-    PreprocessOutcome,
-    PreprocessReport,
-    needs_preprocessing,
-    preprocess_source,
-    summarise,
-)
+from merforge.flows.pipeline import preprocess_one
+from merforge.preprocess.features import PreprocessOutcome, PreprocessReport, needs_preprocessing, summarise
 from merforge.storage.workspace import Workspace
 
 
 @task(name="preprocess-source", cache_policy=NO_CACHE)
 def preprocess_source_task(workspace_dir: str, source_id: str, clip_ids: list[str]) -> dict:
-    workspace = Workspace.open(workspace_dir)
-    try:
-        source = workspace.store.get_source(source_id)
-        wanted = set(clip_ids)
-        clips = [c for c in workspace.store.clips(source_id) if c.id in wanted]
-        timings: dict[str, float] = {}
-        outcomes = preprocess_source(workspace, source, clips, _progress(), timings)
-        return {"outcomes": [asdict(o) for o in outcomes], "timings": timings}
-    finally:
-        workspace.close()
+    return preprocess_one(workspace_dir, source_id, clip_ids)
 
 
 @flow(name="preprocess")

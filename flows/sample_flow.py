@@ -2,48 +2,31 @@
 
 Tasks receive the workspace folder and ids (not live objects), so they run the same
 under any task runner. Progress reporting for an interactive run is handed over
-through `progress_bridge`, which only the CLI sets.
+through `merforge.flows.pipeline.progress_bridge`, which only the CLI sets.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from merforge.preprocess.ingest import ingest
-from merforge.preprocess.sampling import SampleOutcome, SampleReport, needs_sampling, sample_source
-from merforge.progress import NoProgress, Progress
+from merforge.flows.pipeline import ingest_inputs, sample_one
+from merforge.preprocess.sampling import SampleOutcome, SampleReport, needs_sampling
 from merforge.storage.records import SourceStatus
 from merforge.storage.workspace import Workspace
-
-progress_bridge: dict[str, Progress] = {}
-
-
-def _progress() -> Progress:
-    return progress_bridge.get("progress", NoProgress())
 
 
 @task(name="ingest", cache_policy=NO_CACHE)
 def ingest_task(workspace_dir: str, inputs: list[str]) -> dict[str, int]:
-    workspace = Workspace.open(workspace_dir)
-    try:
-        return ingest(workspace, [Path(p) for p in inputs], _progress()).counts
-    finally:
-        workspace.close()
+    return ingest_inputs(workspace_dir, inputs)["counts"]
 
 
 @task(name="sample-source", cache_policy=NO_CACHE)
 def sample_source_task(workspace_dir: str, source_id: str) -> dict:
-    workspace = Workspace.open(workspace_dir)
-    try:
-        source = workspace.store.get_source(source_id)
-        return asdict(sample_source(workspace, source, _progress()))
-    finally:
-        workspace.close()
+    return sample_one(workspace_dir, source_id)
 
 
 @flow(name="ingest")
