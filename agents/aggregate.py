@@ -56,6 +56,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 
 import numpy as np
 from scipy import sparse
@@ -229,22 +230,34 @@ class DawidSkene:
             with np.errstate(divide="ignore"):
                 return np.where(used[:, :, None], np.log(np.where(errors > 0, errors, 1.0)), 0.0).reshape(-1, k)
 
+        # y @ log_errors(errors) of the errors the last lower bound was taken at: the next E-step's too
+        answered_log: list = [None, None]  # [errors, y @ log_errors(errors)]
+
+        def answers_log_likelihood(errors: np.ndarray) -> np.ndarray:
+            if answered_log[0] is errors:
+                return answered_log[1]
+            product = y @ log_errors(errors)
+            answered_log[:] = [errors, product]
+            return product
+
         def e_step(priors: np.ndarray, errors: np.ndarray) -> np.ndarray:
-            log_lik = np.log(np.maximum(priors, _EPS)) + y @ log_errors(errors)
+            log_lik = np.log(np.maximum(priors, _EPS)) + answers_log_likelihood(errors)
             log_lik -= log_lik.max(axis=1, keepdims=True)
-            lik = np.exp(log_lik)
-            return lik / lik.sum(axis=1, keepdims=True)
+            lik = np.exp(log_lik, out=log_lik)
+            lik /= lik.sum(axis=1, keepdims=True)
+            return lik
 
         def lower_bound(probas: np.ndarray, priors: np.ndarray, errors: np.ndarray) -> float:
             # crowd-kit adds log prior once per answer (not once per clip); kept for the same stopping point
-            joint = float(np.sum(probas * (y @ log_errors(errors))))
+            joint = float(np.sum(np.multiply(probas, answers_log_likelihood(errors), out=scratch)))
             joint += float(answers_per_item @ (probas @ np.log(np.maximum(priors, _EPS))))
             clipped = np.maximum(probas, _EPS)
-            entropy = -float(np.sum(clipped * np.log(clipped)))
+            entropy = -float(np.sum(np.multiply(clipped, np.log(clipped, out=scratch), out=scratch)))
             return (joint + entropy) / rows.size
 
         counts = np.bincount(local * k + answers, minlength=n * k).reshape(n, k).astype(float)
         probas = counts / counts.sum(axis=1, keepdims=True)
+        scratch = np.empty_like(probas)
         priors = probas.mean(axis=0)
         errors = m_step(probas)
         loss = -np.inf
@@ -347,6 +360,29 @@ def dominant_modality(annotation: Annotation) -> str | None:
     return max(counts, key=counts.get)
 
 
+def _dominant_code(annotation: Annotation) -> int:
+    """MODALITIES index of `dominant_modality(annotation)`, -1 for none; memoised by what it reads."""
+    own = OFFLINE_MODALITY.get(annotation.annotator_id)
+    if own and annotation.endpoint in ("", "offline"):
+        return _MODALITY_CODE[own]
+    cited = tuple([item.modality for item in annotation.evidence])
+    code = _DOMINANT_CODES.get(cited)
+    if code is None:
+        counts = {m: 0 for m in MODALITIES}
+        for modality in cited:
+            counts[modality] += 1
+        best = max(counts.values())
+        code = -1 if best == 0 or sum(1 for c in counts.values() if c == best) > 1 else \
+            _MODALITY_CODE[max(counts, key=counts.get)]
+        if len(_DOMINANT_CODES) < 10_000:
+            _DOMINANT_CODES[cited] = code
+    return code
+
+
+_MODALITY_CODE = {m: c for c, m in enumerate(MODALITIES)}
+_DOMINANT_CODES: dict[tuple[str, ...], int] = {}
+
+
 def _label_code(raw: str | None, index: dict[str, int], space: LabelSpace | None) -> int:
     if not raw:
         return -1
@@ -388,12 +424,22 @@ def _tabulate(annotations_by_clip: Mapping[str, Sequence[Annotation]],
     n, n_w, k = len(clip_ids), len(annotator_ids), len(labels)
     injection = np.zeros(n, dtype=bool)
     injection_reason = [""] * n
-    modality_code = {m: c for c, m in enumerate(MODALITIES)}
     nan = math.nan
     ok = AnnotationStatus.OK
-    # one entry per (clip, annotator), keyed i * W + w: (state,) or
-    # (VALID, code, s_final, modality, intensity, valence, arousal, probabilities, label set)
-    answers: dict[int, tuple] = {}
+    # one slot per (clip, annotator), at i * W + w; a valid answer beats an invalid one, otherwise the later
+    # one wins (all of a slot's fields are the later answer's)
+    size = n * n_w
+    state_slots = bytearray(size)  # ABSENT
+    code_slots = [-1] * size
+    s_final_slots = [nan] * size
+    modality_slots = [-1] * size
+    intensity_slots = [nan] * size
+    valence_slots = [nan] * size
+    arousal_slots = [nan] * size
+    prob_rows: dict[int, list[float]] = {}
+    label_sets: dict[int, list[int]] = {}
+    code_of = index.get
+    dominant = _dominant_code
     for i, clip in enumerate(clip_ids):
         base = i * n_w
         for a in annotations_by_clip[clip]:
@@ -401,58 +447,62 @@ def _tabulate(annotations_by_clip: Mapping[str, Sequence[Annotation]],
             if a.injection_flag and not injection[i]:
                 injection[i] = True
                 injection_reason[i] = a.injection_reason
-            code = _label_code(a.label, index, space) if a.status == ok else -1
+            if a.status == ok:
+                label = a.label
+                code = code_of(label, -2) if label else -1
+                if code == -2:
+                    code = _label_code(label, index, space)
+            else:
+                code = -1
             if code < 0 or a.reason.startswith("abstained"):
-                previous = answers.get(key)
-                if previous is None or previous[0] != VALID:
-                    answers[key] = (INVALID if code < 0 else ABSTAINED,)
+                if state_slots[key] != VALID:
+                    state_slots[key] = INVALID if code < 0 else ABSTAINED
                 continue
-            score = scores_by_annotation.get(a.id)
-            s_final = score.s_final if score is not None and score.status == "ok" and score.s_final is not None \
-                else nan
-            m = dominant_modality(a)
+            state_slots[key] = VALID
+            code_slots[key] = code
+            if scores_by_annotation:
+                score = scores_by_annotation.get(a.id)
+                s_final_slots[key] = score.s_final if score is not None and score.status == "ok" \
+                    and score.s_final is not None else nan
+            modality_slots[key] = dominant(a)
+            value = a.intensity
+            intensity_slots[key] = nan if value is None else value
+            value = a.valence
+            valence_slots[key] = nan if value is None else value
+            value = a.arousal
+            arousal_slots[key] = nan if value is None else value
             probabilities = a.label_probabilities
             if not probabilities:
-                row = None
-            elif tuple(probabilities) == labels:
-                row = list(probabilities.values())
+                if key in prob_rows:
+                    del prob_rows[key]
+            elif len(probabilities) == k and tuple(probabilities) == labels:
+                prob_rows[key] = list(probabilities.values())
             else:  # keys out of order, missing, or synonyms ("rage"): map each onto the space
                 row = [0.0] * k
                 for name, value in probabilities.items():
-                    c = _label_code(name, index, space)
+                    c = code_of(name, -2) if name else -1
+                    if c == -2:
+                        c = _label_code(name, index, space)
                     if c >= 0:
                         row[c] += value
-            codes = None
+                prob_rows[key] = row
             if len(a.labels) > 1:
-                codes = sorted({c for c in (_label_code(x, index, space) for x in a.labels) if c >= 0} | {code})
-            answers[key] = (VALID, code, s_final, modality_code[m] if m else -1,
-                            nan if a.intensity is None else a.intensity, nan if a.valence is None else a.valence,
-                            nan if a.arousal is None else a.arousal, row, codes)
+                label_sets[key] = sorted({c for c in (_label_code(x, index, space) for x in a.labels) if c >= 0}
+                                         | {code})
+            elif key in label_sets:
+                del label_sets[key]
 
-    size = n * n_w
-    state = np.zeros(size, dtype=np.int8)
-    matrix = np.full(size, -1, dtype=np.int64)
-    s_final_arr = np.full(size, np.nan)
-    modality = np.full(size, -1, dtype=np.int8)
-    numbers = np.full((3, size), np.nan)
+    state = np.frombuffer(state_slots, dtype=np.int8).copy()
+    matrix = np.array(code_slots, dtype=np.int64)
+    s_final_arr = np.array(s_final_slots, dtype=float)
+    modality = np.array(modality_slots, dtype=np.int8)
+    numbers = np.array([intensity_slots, valence_slots, arousal_slots], dtype=float)
     soft = np.zeros((size, k))
-    keys = np.fromiter(answers, dtype=np.int64, count=len(answers))
-    state[keys] = [v[0] for v in answers.values()]
-    valid_items = [(key, v) for key, v in answers.items() if v[0] == VALID]
-    multi_label = False
-    sets: list[tuple[int, list[int]]] = []
-    if valid_items:
-        vkeys = np.array([key for key, _ in valid_items], dtype=np.int64)
-        values = [v for _, v in valid_items]
-        matrix[vkeys] = [v[1] for v in values]
-        s_final_arr[vkeys] = [v[2] for v in values]
-        modality[vkeys] = [v[3] for v in values]
-        numbers[:, vkeys] = np.array([v[4:7] for v in values], dtype=float).T
-        with_rows = [(key, v[7]) for key, v in valid_items if v[7] is not None]
-        if with_rows:
-            soft[np.array([key for key, _ in with_rows])] = np.clip(np.array([r for _, r in with_rows], float), 0, None)
-        sets = [(key, v[8]) for key, v in valid_items if v[8] is not None and len(v[8]) > 1]
-        multi_label = bool(sets)
+    if prob_rows:
+        rows = np.fromiter(chain.from_iterable(prob_rows.values()), dtype=float, count=len(prob_rows) * k)
+        soft[np.fromiter(prob_rows, dtype=np.int64, count=len(prob_rows))] = np.clip(rows.reshape(-1, k), 0, None)
+    sets = [(key, codes) for key, codes in label_sets.items() if len(codes) > 1]
+    multi_label = bool(sets)
     matrix = matrix.reshape(n, n_w)
     votes = one_hot(matrix, k).reshape(size, k)
     for key, codes in sets:
@@ -527,38 +577,119 @@ class ConsensusTable:
         from merforge.agents.routing import ROUTES
 
         names = self.labels
-        def name(code: int) -> str | None:
-            return names[code] if code >= 0 else None
-
-        def number(x: float) -> float | None:
-            return None if math.isnan(x) else float(x)
-
         out: dict[str, Consensus] = {}
         dist = self.distribution.tolist()
-        order = np.argsort(-self.distribution, axis=1, kind="stable")
+        chosen_sets = self.chosen.tolist()
+        labels = self.label.tolist()
+        confidence, entropy = self.confidence.tolist(), self.entropy.tolist()
+        majority, weighted, ds = self.majority_label.tolist(), self.weighted_label.tolist(), \
+            self.dawid_skene_label.tolist()
+        conflict = self.conflict.tolist()
+        intensity, valence, arousal = self.intensity.tolist(), self.valence.tolist(), self.arousal.tolist()
+        routed = self.route is not None
+        if routed:
+            routes, priority = self.route.tolist(), self.priority.tolist()
+        make = _consensus_record
+        isnan = math.isnan
+        if routed and _CONSENSUS_FAST:  # every field, in field order: the record's __dict__ as it is made here
+            new, set_attribute, fields_set = _new_consensus, _object_setattr, _CONSENSUS_FIELDS_SET
+            conflict_reason, route_reasons = self.conflict_reason, self.route_reasons
+            # clips whose chosen set is at most their label: labels is (label,) or ()
+            others = self.chosen.copy()
+            has = self.label >= 0
+            others[np.flatnonzero(has), self.label[has]] = False
+            more = others.any(axis=1)
+            rows = np.flatnonzero(more)
+            order = dict(zip(rows.tolist(), np.argsort(-self.distribution[rows], axis=1, kind="stable").tolist()))
+            more = more.tolist()
+            for i, clip in enumerate(self.clip_ids):
+                code = labels[i]
+                record = new(Consensus)
+                if more[i]:
+                    chosen = chosen_sets[i]
+                    chosen_labels = tuple(names[c] for c in ([code] if code >= 0 else [])
+                                          + [c for c in order[i] if chosen[c] and c != code])
+                else:
+                    chosen_labels = (names[code],) if code >= 0 else ()
+                set_attribute(record, "__dict__", {
+                    "clip_id": clip, "label": names[code] if code >= 0 else None,
+                    "labels": chosen_labels,
+                    "distribution": {x: p for x, p in zip(names, dist[i]) if p > 0},
+                    "confidence": confidence[i], "entropy": entropy[i],
+                    "majority_label": names[majority[i]] if majority[i] >= 0 else None,
+                    "weighted_label": names[weighted[i]] if weighted[i] >= 0 else None,
+                    "dawid_skene_label": names[ds[i]] if ds[i] >= 0 else None,
+                    "conflict": conflict[i], "conflict_reason": conflict_reason[i],
+                    "route": ROUTES[routes[i]], "route_reasons": route_reasons[i], "priority": priority[i],
+                    "intensity": None if isnan(intensity[i]) else intensity[i],
+                    "valence": None if isnan(valence[i]) else valence[i],
+                    "arousal": None if isnan(arousal[i]) else arousal[i]})
+                set_attribute(record, "__pydantic_fields_set__", fields_set)
+                set_attribute(record, "__pydantic_extra__", None)
+                set_attribute(record, "__pydantic_private__", None)
+                out[clip] = record
+            return out
+        order = np.argsort(-self.distribution, axis=1, kind="stable").tolist()
         for i, clip in enumerate(self.clip_ids):
-            code = int(self.label[i])
+            code = labels[i]
             row = dist[i]
-            chosen = [int(c) for c in order[i] if self.chosen[i, c] and c != code]
-            fields = dict(
-                clip_id=clip, label=name(code),
-                labels=tuple(names[c] for c in ([code] if code >= 0 else []) + chosen),
-                distribution={x: p for x, p in zip(names, row) if p > 0},
-                confidence=float(self.confidence[i]), entropy=float(self.entropy[i]),
-                majority_label=name(int(self.majority_label[i])), weighted_label=name(int(self.weighted_label[i])),
-                dawid_skene_label=name(int(self.dawid_skene_label[i])), conflict=bool(self.conflict[i]),
-                conflict_reason=self.conflict_reason[i], intensity=number(self.intensity[i]),
-                valence=number(self.valence[i]), arousal=number(self.arousal[i]),
-            )
-            if self.route is not None:
-                fields.update(route=ROUTES[int(self.route[i])], route_reasons=self.route_reasons[i],
-                              priority=float(self.priority[i]))
-            out[clip] = Consensus.model_construct(**{**_CONSENSUS_DEFAULTS, **fields})
+            chosen = chosen_sets[i]
+            fields = {
+                "clip_id": clip, "label": names[code] if code >= 0 else None,
+                "labels": tuple(names[c] for c in ([code] if code >= 0 else [])
+                                + [c for c in order[i] if chosen[c] and c != code]),
+                "distribution": {x: p for x, p in zip(names, row) if p > 0},
+                "confidence": confidence[i], "entropy": entropy[i],
+                "majority_label": names[majority[i]] if majority[i] >= 0 else None,
+                "weighted_label": names[weighted[i]] if weighted[i] >= 0 else None,
+                "dawid_skene_label": names[ds[i]] if ds[i] >= 0 else None,
+                "conflict": conflict[i], "conflict_reason": self.conflict_reason[i],
+                "intensity": None if isnan(intensity[i]) else intensity[i],
+                "valence": None if isnan(valence[i]) else valence[i],
+                "arousal": None if isnan(arousal[i]) else arousal[i],
+            }
+            if routed:
+                fields["route"] = ROUTES[routes[i]]
+                fields["route_reasons"] = self.route_reasons[i]
+                fields["priority"] = priority[i]
+            out[clip] = make(fields)
         return out
 
 
 _CONSENSUS_DEFAULTS = {name: f.get_default(call_default_factory=True) for name, f in Consensus.model_fields.items()
                        if not f.is_required()}
+_CONSENSUS_FIELDS = tuple(Consensus.model_fields)
+_object_setattr = object.__setattr__
+
+
+def _consensus_record(fields: dict) -> Consensus:
+    """`Consensus.model_construct(**{**_CONSENSUS_DEFAULTS, **fields})`, for fields that name
+    every field the defaults do not: the same record (its __dict__ in field order, every field
+    set), without model_construct's per-field alias look-ups."""
+    values = {name: fields[name] if name in fields else _CONSENSUS_DEFAULTS[name] for name in _CONSENSUS_FIELDS}
+    record = _new_consensus(Consensus)
+    _object_setattr(record, "__dict__", values)
+    _object_setattr(record, "__pydantic_fields_set__", set(_CONSENSUS_FIELDS))
+    _object_setattr(record, "__pydantic_extra__", None)
+    _object_setattr(record, "__pydantic_private__", None)
+    return record
+
+
+_new_consensus = Consensus.__new__
+# one fields set for the records _records makes with every field, as model_construct(_fields_set=...) shares
+# the set it is given (the records are frozen: nothing adds to it; model_copy copies it)
+_CONSENSUS_FIELDS_SET = set(_CONSENSUS_FIELDS)
+_CONSENSUS_FAST = _CONSENSUS_FIELDS == (
+    "clip_id", "label", "labels", "distribution", "confidence", "entropy", "majority_label", "weighted_label",
+    "dawid_skene_label", "conflict", "conflict_reason", "route", "route_reasons", "priority", "intensity",
+    "valence", "arousal")
+if (Consensus.__pydantic_post_init__ or Consensus.__pydantic_root_model__
+        or Consensus.model_config.get("extra") == "allow"
+        or any(f.alias is not None or f.validation_alias is not None for f in Consensus.model_fields.values())):
+    def _consensus_record(fields: dict) -> Consensus:  # noqa: F811 (what the fast path assumes does not hold)
+        return Consensus.model_construct(**{**_CONSENSUS_DEFAULTS, **fields})
+
+    _CONSENSUS_FAST = False
 
 
 def _weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -586,10 +717,13 @@ def _modality_conflicts(table: AnnotationTable, weights: np.ndarray, min_confide
     for a, b in pairs:
         conflict |= confident[:, a] & confident[:, b] & (mod_label[:, a] != mod_label[:, b])
     reasons = [""] * n
-    for i in np.flatnonzero(conflict):
-        said = [f"{MODALITIES[m]} says {table.labels[mod_label[i, m]]} ({mod_conf[i, m]:.2f})"
-                for m in range(len(MODALITIES)) if confident[i, m]]
-        reasons[i] = "modalities conflict: " + ", ".join(said)
+    rows = np.flatnonzero(conflict)  # per clip in plain Python (numpy scalars one by one are slow): the same values
+    names, modalities = table.labels, range(len(MODALITIES))
+    with gc_paused():
+        for i, labels, confidences, sure in zip(rows.tolist(), mod_label[rows].tolist(), mod_conf[rows].tolist(),
+                                                confident[rows].tolist()):
+            said = [f"{MODALITIES[m]} says {names[labels[m]]} ({confidences[m]:.2f})" for m in modalities if sure[m]]
+            reasons[i] = "modalities conflict: " + ", ".join(said)
     return conflict, reasons
 
 

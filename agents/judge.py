@@ -73,11 +73,13 @@ pickled back).
 
 from __future__ import annotations
 
+import gc
 import math
 import re
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -124,26 +126,36 @@ class _Prefix:
     __slots__ = ("sums", "counts", "any")
 
     def __init__(self, values: np.ndarray):
-        # np.cumsum of the finite values (non-finite ones read 0), one float addition at a time
-        # as numpy does it; plain Python is faster than numpy for timeline-sized columns.
+        # np.cumsum of the finite values (non-finite ones read 0): one float addition at a time,
+        # in order, as itertools.accumulate does it. Plain Python is faster than numpy for
+        # timeline-sized columns.
+        vals = values.tolist()
+        total = sum(vals)
         sums = [0.0]
-        counts = [0]
-        total = None
-        count = 0
-        for v in values.tolist():
-            if v - v == 0.0:  # finite (nan and inf give nan)
-                total = v if total is None else total + v
-                count += 1
-            else:
-                total = 0.0 if total is None else total + 0.0
-            sums.append(total)
-            counts.append(count)
+        if total - total == 0.0:  # all finite (nan and inf give nan; an overflow only costs the slow way)
+            sums += accumulate(vals)
+            counts = None  # every row counts: counts[j] - counts[i] is j - i
+        else:
+            counts = [0]
+            total = None
+            count = 0
+            for v in vals:
+                if v - v == 0.0:  # finite
+                    total = v if total is None else total + v
+                    count += 1
+                else:
+                    total = 0.0 if total is None else total + 0.0
+                sums.append(total)
+                counts.append(count)
         self.sums = sums
-        self.counts = counts
-        self.any = count > 0
+        self.counts = counts  # finite values before each row; None: all rows are finite
+        self.any = counts[-1] > 0 if counts is not None else len(vals) > 0
 
     def mean(self, i: int, j: int) -> float | None:
-        n = self.counts[j] - self.counts[i]
+        counts = self.counts
+        if counts is None:
+            counts = range(len(self.sums))  # what the list of counts would be
+        n = counts[j] - counts[i]
         return (self.sums[j] - self.sums[i]) / n if n else None
 
 
@@ -151,19 +163,27 @@ class _LazyColumns(dict):
     """column -> _Prefix, built on first use from the raw timeline arrays (most clips are
     asked about a few of their columns only). A column that is not numeric is absent."""
 
-    __slots__ = ("raw",)
+    __slots__ = ("raw", "rows")
 
-    def __init__(self, raw: dict[str, np.ndarray]):
+    def __init__(self, raw: dict[str, np.ndarray], rows: int | None = None):
+        """`raw`: the timeline; with `rows`, its columns other than time / speaker / word / voiced
+        that have `rows` values are the candidates (read on first use, so a clip's other arrays
+        are never touched: in a forked worker, touching is copying)."""
         super().__init__()
         self.raw = raw
+        self.rows = rows
 
     def get(self, name: str, default=None):  # type: ignore[override]
         hit = dict.get(self, name, _MISSING)
         if hit is not _MISSING:
             return default if hit is None else hit
         values = self.raw.get(name)
+        if values is not None and self.rows is not None and (name in _NOT_COLUMNS or len(values) != self.rows):
+            values = None
         prefix = None
-        if values is not None:
+        if values is not None and values.dtype is _FLOAT64:
+            prefix = _Prefix(values)
+        elif values is not None:
             if values.dtype == object:
                 try:
                     values = values.astype(np.float64)
@@ -200,6 +220,8 @@ class _LazyColumns(dict):
 
 
 _MISSING = object()
+_FLOAT64 = np.dtype(np.float64)
+_NOT_COLUMNS = frozenset(("time", "speaker", "word", "voiced"))
 
 
 def _slope_sums(times: np.ndarray, f0: np.ndarray) -> tuple[list[float], ...]:
@@ -233,11 +255,14 @@ class ClipFacts:
     _modality_scores: dict[str, Any] = field(default_factory=dict, repr=False)
     _f0: np.ndarray | None = field(default=None, repr=False)
     _times_array: np.ndarray | None = field(default=None, repr=False)
+    _timeline: dict[str, np.ndarray] | None = field(default=None, repr=False)  # _f0 read from it on first use
 
     available: tuple[str, ...] = ()  # modalities measured: text (words), audio (voiced), visual (a face)
     _checks: dict[tuple, tuple[str, ...]] = field(default_factory=dict, repr=False)  # claim memo, _claim_rows
     _means: dict[tuple, float | None] = field(default_factory=dict, repr=False)  # window_mean memo
     _measures: dict[tuple, tuple[list[float], str]] = field(default_factory=dict, repr=False)  # _measured memo
+    _number_checks: dict[tuple, tuple[str, str]] = field(default_factory=dict, repr=False)  # _check_number memo
+    _au_checks: dict[tuple, tuple[str, str]] = field(default_factory=dict, repr=False)  # _check_au memo
 
     def __post_init__(self) -> None:
         self.available = tuple(m for m, present in (("text", self.has_text), ("audio", self.has_audio),
@@ -248,9 +273,6 @@ class ClipFacts:
         timeline = evidence.timeline
         times_array = np.asarray(timeline["time"] if "time" in timeline else np.zeros(0), dtype=np.float64)
         n = times_array.size
-        raw = {name: values for name, values in timeline.items()
-               if name not in ("time", "speaker", "word", "voiced") and len(values) == n}
-        f0 = np.asarray(timeline["f0"], dtype=np.float64) if "f0" in timeline else np.full(n, np.nan)
 
         words = []
         index: dict[str, list[int]] = {}
@@ -278,12 +300,12 @@ class ClipFacts:
         clip = evidence.clip
         return cls(
             clip_id=clip.id, start=float(clip.start), end=float(clip.end),
-            times=times_array.tolist(), columns=_LazyColumns(raw), slope_sums=None, prosody=prosody, faces=faces,
+            times=times_array.tolist(), columns=_LazyColumns(timeline, n), slope_sums=None, prosody=prosody, faces=faces,
             words=words, word_index=index, speakers=speakers, pauses=pauses,
             has_text=bool(words),
             has_audio=bool(evidence.has_audio and prosody.f0_mean is not None),
             has_visual=bool(evidence.has_video and faces.frames_analysed and faces.mean_aus),
-            _f0=f0, _times_array=times_array,
+            _times_array=times_array, _timeline=timeline,
         )
 
     # -- windows
@@ -312,7 +334,8 @@ class ClipFacts:
             j = bisect_left(times, end - 5e-4)
             if j <= i and i < len(times):
                 j = i + 1
-            n = prefix.counts[j] - prefix.counts[i]
+            counts = prefix.counts
+            n = counts[j] - counts[i] if counts is not None else j - i  # 0 <= i, j <= len(times)
             value = (prefix.sums[j] - prefix.sums[i]) / n if n else None
         memo[key] = value
         return value
@@ -322,7 +345,12 @@ class ClipFacts:
         i, j = self.rows(start, end)
         sums = self.slope_sums
         if sums is None:
-            sums = self.slope_sums = _slope_sums(self._times_array, self._f0)
+            f0 = self._f0
+            if f0 is None:
+                timeline = self._timeline or {}
+                f0 = self._f0 = np.asarray(timeline["f0"], dtype=np.float64) if "f0" in timeline \
+                    else np.full(self._times_array.size, np.nan)
+            sums = self.slope_sums = _slope_sums(self._times_array, f0)
         n, st, stt, sf, stf = (s[j] - s[i] for s in sums)
         if n < 3:
             return None
@@ -334,7 +362,12 @@ class ClipFacts:
 
 
 def _normalise(text: str) -> str:
-    return _NON_WORD.sub("", text.lower())
+    hit = _NORMALISED.get(text)
+    if hit is None:
+        hit = _NON_WORD.sub("", text.lower())
+        if len(_NORMALISED) < 100_000:
+            _NORMALISED[text] = hit
+    return hit
 
 
 _NON_WORD = re.compile(r"[^a-z0-9']+")
@@ -487,7 +520,15 @@ _K_AU, _K_SPEAKER, _K_QUOTE = 1, 2, 3
 
 
 def _au_name(name: str) -> str:
-    return f"AU{int(name[2:].strip()):02d}"
+    hit = _AU_NAMES.get(name)
+    if hit is None:
+        hit = f"AU{int(name[2:].strip()):02d}"
+        if len(_AU_NAMES) < 10_000:
+            _AU_NAMES[name] = hit
+    return hit
+
+
+_AU_NAMES: dict[str, str] = {}  # "au 4" -> "AU04" (memo)
 
 
 def _plan(text: str) -> tuple[tuple, tuple]:
@@ -734,32 +775,88 @@ def _measure(feature: str, facts: ClipFacts, start: float, end: float) -> tuple[
     return [], f"{feature} is not a measured feature"
 
 
+def _stored_first(feature: str, facts: ClipFacts, start: float, end: float) -> float | None:
+    """The first candidate `_measure` gives when it is a stored whole-clip summary, else None."""
+    if start <= facts.start + WHOLE_CLIP_SLACK and end >= facts.end - WHOLE_CLIP_SLACK:  # is_whole
+        if feature in _SUMMARY_FEATURES:
+            if feature not in ("voiced_fraction", "pause_count", "speech_rate_words") and not facts.has_audio:
+                return None
+            stored = getattr(facts.prosody, feature)
+            return None if stored is None else float(stored)
+        if feature[:2] == "AU" and facts.has_visual:
+            aus = facts.faces.mean_aus
+            if feature in aus:
+                return aus[feature]
+    return None
+
+
 def _check_number(feature: str, claimed: float, facts: ClipFacts, start: float, end: float,
                   text: str) -> tuple[str, str]:
-    values, why = _measured(feature, facts, start, end)
+    # The reason is "'{text}'" + a tail that does not depend on the text: memoised per clip (a step
+    # and an evidence item often cite the same number over the same range). Zeros are left out of
+    # the keys: 0.0 and -0.0 are the same key, not the same text.
+    if claimed and start and end:
+        key = (feature, claimed, start, end)
+        memo = facts._number_checks
+        hit = memo.get(key)
+        if hit is None:
+            hit = memo[key] = _number_tail(feature, claimed, facts, start, end)
+    else:
+        hit = _number_tail(feature, claimed, facts, start, end)
+    return hit[0], f"'{text}'{hit[1]}"
+
+
+def _number_tail(feature: str, claimed: float, facts: ClipFacts, start: float, end: float) -> tuple[str, str]:
+    """(verdict, the reason after the quoted claim) of a claimed number of `feature` over [start, end]."""
     span = f"{start:.1f}-{end:.1f} s"
+    if start <= facts.start + WHOLE_CLIP_SLACK and end >= facts.end - WHOLE_CLIP_SLACK:  # whole clip
+        first = _stored_first(feature, facts, start, end)
+        if first is not None and abs(claimed - first) <= _tolerance(feature, first):
+            # the stored summary holds: the candidates after it (window means) cannot change the answer
+            return SUPPORTED, f" over {span}: measured {_fmt(feature, first)}"
+    hit = facts._measures.get((feature, start, end)) if start and end else None  # _measured's memo
+    values, why = hit if hit is not None else _measured(feature, facts, start, end)
     if not values:
         verdict = CONTRADICTED if why.startswith("no ") and "in the clip" in why else UNVERIFIABLE
-        return verdict, f"'{text}' over {span}: {why}"
+        return verdict, f" over {span}: {why}"
     for value in values:
         if abs(claimed - value) <= _tolerance(feature, value):
-            return SUPPORTED, f"'{text}' over {span}: measured {_fmt(feature, value)}"
-    return CONTRADICTED, (f"'{text}' over {span}: claimed {_fmt(feature, claimed)}, measured "
-                          f"{_fmt(feature, values[0])}")
+            return SUPPORTED, f" over {span}: measured {_fmt(feature, value)}"
+    return CONTRADICTED, f" over {span}: claimed {_fmt(feature, claimed)}, measured {_fmt(feature, values[0])}"
 
 
 def _check_au(group: str, present: float, facts: ClipFacts, start: float, end: float, text: str) -> tuple[str, str]:
+    # memoised per clip like _check_number: the reason is "'{text}'" + a tail
+    if start and end:
+        key = (group, present, start, end)
+        memo = facts._au_checks
+        hit = memo.get(key)
+        if hit is None:
+            hit = memo[key] = _au_tail(group, present, facts, start, end)
+    else:
+        hit = _au_tail(group, present, facts, start, end)
+    return hit[0], f"'{text}'{hit[1]}"
+
+
+def _au_tail(group: str, present: float, facts: ClipFacts, start: float, end: float) -> tuple[str, str]:
+    """(verdict, the reason after the quoted claim) of an action (`group`'s AUs) said present or absent."""
     span = f"{start:.1f}-{end:.1f} s"
     if not facts.has_visual:
-        return CONTRADICTED, f"'{text}' over {span}: no face was analysed in the clip"
+        return CONTRADICTED, f" over {span}: no face was analysed in the clip"
     best = None
     best_au = ""
-    for au in group.split("+"):
-        value = facts.window_mean(au, start, end)
+    aus = _AU_GROUPS.get(group)
+    if aus is None:
+        aus = tuple(group.split("+"))
+        if len(_AU_GROUPS) < 10_000:
+            _AU_GROUPS[group] = aus
+    window_mean = facts.window_mean
+    for au in aus:
+        value = window_mean(au, start, end)
         if value is not None and (best is None or value > best):
             best, best_au = value, au
     if best is None:
-        return UNVERIFIABLE, f"'{text}' over {span}: no {group} estimate in the range"
+        return UNVERIFIABLE, f" over {span}: no {group} estimate in the range"
     state = "present" if present else "absent"
     measured = f"{best_au} mean {best:.2f}"
     if best >= AU_ACTIVE:
@@ -769,9 +866,12 @@ def _check_au(group: str, present: float, facts: ClipFacts, start: float, end: f
         verdict = CONTRADICTED if present else SUPPORTED
         why = f"no activity (< {AU_INACTIVE:.2f})"
     else:
-        return UNVERIFIABLE, f"'{text}' ({state}) over {span}: {measured}, weak (between {AU_INACTIVE:.2f} and " \
+        return UNVERIFIABLE, f" ({state}) over {span}: {measured}, weak (between {AU_INACTIVE:.2f} and " \
                              f"{AU_ACTIVE:.2f})"
-    return verdict, f"'{text}' ({state}) over {span}: {measured}, {why}"
+    return verdict, f" ({state}) over {span}: {measured}, {why}"
+
+
+_AU_GROUPS: dict[str, tuple[str, ...]] = {}  # "AU01+AU02" -> ("AU01", "AU02") (memo)
 
 
 def _check_level(kind: str, direction: float, facts: ClipFacts, start: float, end: float,
@@ -799,14 +899,20 @@ def _check_level(kind: str, direction: float, facts: ClipFacts, start: float, en
 
 
 def _check_assertion(a: Assertion, facts: ClipFacts, start: float, end: float) -> tuple[str, str]:
+    return _check_assertion_entry(a, None, facts, start, end, a.text)
+
+
+def _check_assertion_entry(a: Assertion, _: Any, facts: ClipFacts, start: float, end: float,
+                           __: str) -> tuple[str, str]:
+    """`_check_assertion` with a plan entry's arguments (the checker of its kinds other than num / au)."""
     kind = a.kind
     if kind == "num":
         return _check_number(a.key, a.value, facts, start, end, a.text)
     if kind == "au":
         return _check_au(a.key, a.value, facts, start, end, a.text)
-    span = _span_text(start, end)
     if kind == "quote":
         return _check_quote(a.key, facts, start, end, a.text)
+    span = _span_text(start, end)
     if kind == "pitch_dir":
         if not facts.has_audio:
             return CONTRADICTED, f"'{a.text}' over {span}: no voiced speech was measured in the clip"
@@ -896,6 +1002,19 @@ def _verdict(results: list[tuple[str, str, str]]) -> tuple[str, str, str]:
     """(verdict, reason, modality) of one step or item from its assertions' results."""
     if len(results) == 1:
         return results[0]
+    if len(results) == 2:  # the same as below, spelled out
+        first, second = results
+        if first[0] == CONTRADICTED:
+            if second[0] == CONTRADICTED:
+                return CONTRADICTED, first[1] + "; " + second[1], first[2]
+            return CONTRADICTED, first[1] + "; also " + second[1], first[2]
+        if second[0] == CONTRADICTED:
+            return CONTRADICTED, second[1] + "; also " + first[1], second[2]
+        if first[0] == SUPPORTED:
+            return SUPPORTED, first[1] + "; " + second[1], first[2]
+        if second[0] == SUPPORTED:
+            return SUPPORTED, first[1] + "; " + second[1], second[2]
+        return UNVERIFIABLE, first[1] + "; " + second[1], first[2]
     bad = [r for r in results if r[0] == CONTRADICTED]
     if bad:
         others = [r for r in results if r[0] != CONTRADICTED]
@@ -928,36 +1047,52 @@ def _claim_rows(annotation: Annotation, facts: ClipFacts) -> list[tuple[str, int
     or evidence item checked before on the same clip (annotators of a clip often cite the same
     measurements) is answered from the clip's memo."""
     rows: list[tuple[str, int, str, str, str, str]] = []
-    memo = facts._checks
     relative_first = annotation.endpoint != "offline"
     steps = annotation.steps
     last = len(steps)
     for number, step in enumerate(steps, start=1):
-        if number == last:
-            label_only = _LABEL_ONLY_STEPS.get(step)
-            if label_only is None:
-                label_only = _step_plan(step)[0]
-                if len(_LABEL_ONLY_STEPS) > 100_000:
-                    _LABEL_ONLY_STEPS.clear()
-                _LABEL_ONLY_STEPS[step] = label_only
-            if label_only:
-                continue  # the conclusion: scored by S_cot, not a claim about the clip
-        key = (step, relative_first)
-        hit = memo.get(key)
-        if hit is None:
-            hit = memo[key] = _check_step(_step_plan(step)[1], facts, relative_first)
+        if number == last and _label_only(step):
+            continue  # the conclusion: scored by S_cot, not a claim about the clip
+        hit = _step_check(step, relative_first, facts)
         rows.append(("step", number, hit[2], step[:300], hit[0], hit[1]))
     for number, item in enumerate(annotation.evidence):
-        modality, start, end, value = item.modality, item.start, item.end, item.value
-        if start and end and (value is None or value):  # exact keys: no -0.0 that would read like 0.0
-            key = (modality, item.feature, value, start, end, item.claim)
-            hit = memo.get(key)
-            if hit is None:
-                hit = memo[key] = _check_item(item, facts)
-        else:
-            hit = _check_item(item, facts)
-        rows.append(("evidence", number, modality, item.claim[:300], hit[0], hit[1]))
+        hit = _item_check(item, facts)
+        rows.append(("evidence", number, item.modality, item.claim[:300], hit[0], hit[1]))
     return rows
+
+
+def _label_only(step: str) -> bool:
+    """Does the step only state the label (memoised by text)?"""
+    label_only = _LABEL_ONLY_STEPS.get(step)
+    if label_only is None:
+        label_only = _step_plan(step)[0]
+        if len(_LABEL_ONLY_STEPS) > 100_000:
+            _LABEL_ONLY_STEPS.clear()
+        _LABEL_ONLY_STEPS[step] = label_only
+    return label_only
+
+
+def _step_check(step: str, relative_first: bool, facts: ClipFacts) -> tuple:
+    """(verdict, reason, modality, {index: ClaimCheck}) of a step, from the clip's memo."""
+    key = (step, relative_first)
+    hit = facts._checks.get(key)
+    if hit is None:
+        plan = _STEP_PLANS.get(step) or _step_plan(step)
+        hit = facts._checks[key] = (*_check_step(plan[1], facts, relative_first), {})
+    return hit
+
+
+def _item_check(item: EvidenceItem, facts: ClipFacts) -> tuple:
+    """(verdict, reason, {index: ClaimCheck} or None) of an evidence item, from the clip's memo
+    where its key is exact."""
+    start, end, value = item.start, item.end, item.value
+    if start and end and (value is None or value):  # exact keys: no -0.0 that would read like 0.0
+        key = (item.modality, item.feature, value, start, end, item.claim)
+        hit = facts._checks.get(key)
+        if hit is None:
+            hit = facts._checks[key] = (*_check_item(item, facts), {})
+        return hit
+    return (*_check_item(item, facts), None)
 
 
 _LABEL_ONLY_STEPS: dict[str, bool] = {}  # step text -> it only states the label (memo)
@@ -988,7 +1123,10 @@ def _step_plan(text: str) -> tuple[bool, tuple[tuple, ...]]:
             spans.append((0, float(low[spec[0]:spec[1]]), float(low[spec[2]:spec[3]])))
     entries = []
     for kind, check, key, key_spec, value, value_spec, s, e, position, nearest, modality in planned:
-        key, value = _read_key_value(text, low, key, key_spec, value, value_spec)
+        if key_spec is not None:
+            key, value = _read_key_value(text, low, key, key_spec, value, value_spec)
+        elif value_spec is not None:  # _read_key_value, the number only
+            value = float(low[value_spec[0]:value_spec[1]]) / value_spec[2]
         phrase = text[s:e]
         span = None if nearest < 0 else spans[nearest]
         if check is _check_assertion_entry:
@@ -1034,21 +1172,20 @@ def _check_step(entries: tuple, facts: ClipFacts, relative_first: bool) -> tuple
     if not entries:
         return UNVERIFIABLE, "no measurable claim", "other"
     results = []
+    clip_start, clip_end = facts.start, facts.end
     for _, check, first, second, text, nearest, modality in entries:
         if nearest is None:
-            start, end = facts.start, facts.end
-        else:
-            start, end = _resolve_span(nearest[1], nearest[2], facts, relative_first)
+            start, end = clip_start, clip_end
+        else:  # _resolve_span
+            start, end = nearest[1], nearest[2]
+            fits_relative = end <= clip_end - clip_start + 0.1
+            if fits_relative and (relative_first or not (clip_start - 0.1 <= start and end <= clip_end + 0.1)):
+                start, end = clip_start + start, clip_start + end
         verdict, reason = check(first, second, facts, start, end, text)
         if len(entries) == 1:
             return verdict, reason, modality
         results.append((verdict, reason, modality))
     return _verdict(results)
-
-
-def _check_assertion_entry(a: Assertion, _: Any, facts: ClipFacts, start: float, end: float,
-                           __: str) -> tuple[str, str]:
-    return _check_assertion(a, facts, start, end)
 
 
 def _modality(a: Assertion) -> str:
@@ -1126,12 +1263,11 @@ def _modality_fits(facts: ClipFacts, space: LabelSpace) -> dict[str, tuple[dict[
     """Per measured modality: (fit per label 0..1, weight, how it was measured). Memoised
     per clip and space. The same arithmetic as specialists' softmax / concepts_to_space /
     predict_affect / lexicon_entry, with their per-space and per-word look-ups memoised."""
-    key = "fits:" + space.name
+    key = space.name
     cached = facts._modality_scores.get(key)
     if cached is not None:
         return cached
-    from merforge.agents import specialists as sp
-
+    sp = _specialists()
     tables = _space_tables(space)
     out: dict[str, tuple[dict[str, float], float, str]] = {}
     if facts.has_visual:
@@ -1141,22 +1277,27 @@ def _modality_fits(facts: ClipFacts, space: LabelSpace) -> dict[str, tuple[dict[
             present = [aus[au] for au in proto if au in aus]
             if present:
                 activation[concept] = float(sum(present) / len(present))
-        probabilities = _to_space(sp.softmax(dict(activation, neutral=sp.NEUTRAL_ACTIVATION),
-                                             sp.VISUAL_TEMPERATURE), space, tables)
+        activation["neutral"] = sp.NEUTRAL_ACTIVATION  # dict(activation, neutral=...)
+        # sp.softmax, then _to_space
+        top = max(activation.values())
+        temperature = sp.VISUAL_TEMPERATURE
+        exp = math.exp
+        weights = {k: exp((v - top) / temperature) for k, v in activation.items()}
+        total = sum(weights.values())
+        probabilities = _to_space({k: w / total for k, w in weights.items()}, space, tables)
         top = max(probabilities.values())
         out["visual"] = ({k: v / top for k, v in probabilities.items()}, 1.0, "EMFACS prototypes of the mean AUs")
     if facts.has_audio:
-        model = sp.load_acoustic_model()
+        features, fit_a = tables["acoustic"]
         prosody = facts.prosody
         z = []
-        for feature, mean, scale in zip(model["features"], model["means"], model["scales"]):
+        for feature, mean, scale in features:
             value = getattr(prosody, feature)
             z.append(0.0 if value is None else (float(value) - mean) / scale)
-        fit_a = model["targets"]["arousal"]
         arousal = max(-1.0, min(1.0, fit_a["intercept"] + sum(c * x for c, x in zip(fit_a["coefficients"], z))))
         spread = max(0.1, fit_a["nested_loo"]["rmse"])
-        fits = {label: math.exp(-0.5 * ((arousal - point) / spread) ** 2)
-                for label, point in tables["arousal"]}
+        exp = math.exp
+        fits = {label: exp(-0.5 * ((arousal - point) / spread) ** 2) for label, point in tables["arousal"]}
         out["audio"] = (fits, 1.0, f"arousal {arousal:+.2f} predicted from prosody")
     if facts.has_text:
         counts: dict[str, float] = {"neutral": TEXT_NEUTRAL_PSEUDO}
@@ -1181,27 +1322,46 @@ def _modality_fits(facts: ClipFacts, space: LabelSpace) -> dict[str, tuple[dict[
     return out
 
 
+def _specialists():
+    """merforge.agents.specialists, imported on first use (it imports this module's neighbours)."""
+    global _SP
+    if _SP is None:
+        from merforge.agents import specialists
+
+        _SP = specialists
+    return _SP
+
+
+_SP = None
 _WORD_CONCEPTS: dict[str, tuple[str, ...]] = {}  # normalised word -> NRC concepts (memo)
 _SPACE_TABLES: dict[tuple, dict[str, Any]] = {}
 
 
 def _space_tables(space: LabelSpace) -> dict[str, Any]:
+    last = _LAST_SPACE_TABLES
+    if last and last[0] is space and last[1] == space.labels and last[2] == space.concepts:
+        return last[3]
     key = (space.name, tuple(space.labels), tuple(space.concepts.items()))
     hit = _SPACE_TABLES.get(key)
     if hit is None:
-        from merforge.agents import specialists as sp
-
+        sp = _specialists()
+        model = sp.load_acoustic_model()
         hit = {"prototypes": [(c, p) for c, p in sp.AU_PROTOTYPES.items() if sp.space_label_for(c, space) is not None],
                "arousal": [(label, sp.CIRCUMPLEX[space.concepts[label]][1]) for label in space.labels],
+               "acoustic": (list(zip(model["features"], model["means"], model["scales"])),
+                            model["targets"]["arousal"]),
                "label_of": {}}
         _SPACE_TABLES[key] = hit
+    _LAST_SPACE_TABLES[:] = [space, tuple(space.labels), dict(space.concepts), hit]
     return hit
+
+
+_LAST_SPACE_TABLES: list = []  # [space, its labels, its concepts, its tables]: the space asked last
 
 
 def _to_space(scores: dict[str, float], space: LabelSpace, tables: dict[str, Any]) -> dict[str, float]:
     """specialists.concepts_to_space with the concept -> label look-up memoised."""
-    from merforge.agents import specialists as sp
-
+    sp = _specialists()
     label_of = tables["label_of"]
     mass = {label: 0.0 for label in space.labels}
     for concept, score in scores.items():
@@ -1221,37 +1381,56 @@ def label_fit(label: str | None, facts: ClipFacts, space: LabelSpace,
     """How well `label` fits the measured evidence, 0..1, with the reason (module
     docstring); only `modalities` when given. 0.5 when no modality was measured; 0 for a
     label outside the space."""
+    fits = facts._fits
     key = (space.name, label, None if modalities is None else tuple(sorted(set(modalities))))
-    hit = facts._fits.get(key)
+    hit = fits.get(key)
     if hit is not None:
         return hit
     if label is None or label not in space.concepts:
         result = (0.0, f"label {label!r} is not in the {space.name} label space")
     else:
         per_modality = _modality_fits(facts, space)
-        chosen = [m for m in ("visual", "audio", "text") if m in per_modality
-                  and (modalities is None or m in modalities)]
+        chosen = tuple([m for m in ("visual", "audio", "text") if m in per_modality
+                        and (modalities is None or m in modalities)])
         if not chosen:
             result = (0.5, "no measured modality" + (f" among {', '.join(key[2])}" if key[2] else "")
                       + "; fit 0.50 (no information)")
         else:
-            total = sum(per_modality[m][1] for m in chosen)
-            fit = sum(per_modality[m][0][label] * per_modality[m][1] for m in chosen) / total
-            parts = ", ".join(f"{m} {per_modality[m][0][label]:.2f} ({per_modality[m][2]})" for m in chosen)
-            result = (round(fit, 4), f"{label} fits {parts}: {fit:.2f}")
-    facts._fits[key] = result
+            # the same modalities chosen (all of them, or all that were cited): the same answer
+            shared = (space.name, label, chosen, _CHOSEN)
+            result = fits.get(shared)
+            if result is None:
+                total = 0
+                weighted = 0
+                parts = []
+                for m in chosen:
+                    scores, weight, how = per_modality[m]
+                    total += weight
+                    weighted += scores[label] * weight
+                    parts.append(f"{m} {scores[label]:.2f} ({how})")
+                fit = weighted / total
+                result = fits[shared] = (round(fit, 4), f"{label} fits {', '.join(parts)}: {fit:.2f}")
+    fits[key] = result
     return result
+
+
+_CHOSEN = object()  # marks label_fit's memo entries per chosen modalities
 
 
 def check_sufficiency(annotation: Annotation, facts: ClipFacts, space: LabelSpace) -> tuple[bool, str]:
     """Does the evidence the annotation cites support its label on its own? label_fit over
     the cited modalities only (speaker claims count as text). Memoised per clip, label and
     cited modalities."""
-    cited = tuple(sorted({item.modality for item in annotation.evidence}))
-    key = ("sufficiency", space.name, annotation.label, cited)
+    return _sufficient(annotation.label, tuple(sorted({item.modality for item in annotation.evidence})), facts,
+                       space)
+
+
+def _sufficient(label: str | None, cited: tuple[str, ...], facts: ClipFacts, space: LabelSpace) -> tuple[bool, str]:
+    """`check_sufficiency` from the label and the sorted cited modalities."""
+    key = ("sufficiency", space.name, label, cited)
     hit = facts._fits.get(key)
     if hit is None:
-        hit = facts._fits[key] = _sufficiency(annotation.label, cited, facts, space)
+        hit = facts._fits[key] = _sufficiency(label, cited, facts, space)
     return hit
 
 
@@ -1304,33 +1483,73 @@ def _label_patterns(label: str, space: LabelSpace) -> tuple[re.Pattern, re.Patte
 _LABEL_PATTERNS: dict[tuple[str, str], tuple[re.Pattern, re.Pattern]] = {}
 
 
+def _leads(text: str, label: str, space: LabelSpace) -> bool:
+    """`_label_patterns(label, space)[1].search(text)`, answered by substring tests where they
+    settle it: a cue is a plain substring, and a name can only match where it occurs."""
+    key = (space.name, label)
+    literals = _LABEL_LITERALS.get(key)
+    if literals is None:
+        concept = space.concepts.get(label, "")
+        literals = _LABEL_LITERALS[key] = (tuple(sorted({label, *CONCEPTS.get(concept, ())})),
+                                           tuple(_CUES.get(concept, ())))
+    names, cues = literals
+    for cue in cues:
+        if cue in text:
+            return True
+    for name in names:
+        if name in text:
+            return _label_patterns(label, space)[0].search(text) is not None
+    return False
+
+
+_LABEL_LITERALS: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]] = {}
+
+
 def cot_score(annotation: Annotation, facts: ClipFacts, space: LabelSpace) -> tuple[float, str]:
     """S_cot (module docstring) with its reason."""
-    steps = annotation.steps
-    label = annotation.label or ""
-    lowered = [s.lower() for s in steps]
-    joined = " ".join(lowered)
-    considered = {item.modality for item in annotation.evidence}
+    return _cot_score(annotation.steps, annotation.label or "", {item.modality for item in annotation.evidence},
+                      facts, space)
+
+
+def _cot_score(steps: Sequence[str], label: str, considered: set[str], facts: ClipFacts,
+               space: LabelSpace) -> tuple[float, str]:
+    """`cot_score` from the steps, the label ("" for none) and the modalities the evidence items
+    cite (a set of its own: the rationale's modalities are added to it). Joined texts are lowered
+    whole: the separators (" ", " | ") hold no letters, so that is lowering each step."""
+    joined = None
     for modality, pattern in _MODALITY_WORDS.items():
-        if modality not in considered and pattern.search(joined):
-            considered.add(modality)
+        if modality not in considered:
+            if joined is None:
+                joined = " ".join(steps).lower()
+            if pattern.search(joined):
+                considered.add(modality)
     available = facts.available
-    missing = [m for m in available if m not in considered]
+    missing = tuple([m for m in available if m not in considered])
     coverage = 1.0 - len(missing) / len(available) if available else 1.0
-    enough = 1.0 if len(steps) >= 2 else 0.0
+    n_steps = len(steps)
+    enough = 1.0 if n_steps >= 2 else 0.0
     if label:
-        named, named_or_cue = _label_patterns(label, space)
-        states = 1.0 if steps and (label in lowered[-1] or named.search(lowered[-1])) else 0.0
-        leads = 1.0 if len(lowered) > 1 and named_or_cue.search(" | ".join(lowered[:-1])) else 0.0
+        last = steps[-1].lower() if steps else ""
+        states = 1.0 if steps and (label in last or _label_patterns(label, space)[0].search(last)) else 0.0
+        leads = 1.0 if n_steps > 1 and _leads(" | ".join(steps[:-1]).lower(), label, space) else 0.0
     else:
         states = leads = 0.0
     score = (coverage + enough + states + leads) / 4
-    notes = [f"modalities {len(available) - len(missing)}/{len(available)}"
-             + (f" (not considered: {', '.join(missing)})" if missing else ""),
-             f"{len(steps)} step(s)" + ("" if enough else " (fewer than 2)"),
-             "an intermediate step leads to the label" if leads else "no intermediate step leads to the label",
-             "the last step states the label" if states else f"the last step does not state the label {label!r}"]
-    return round(score, 4), "; ".join(notes)
+    key = (len(available), missing, n_steps, leads, states, None if states else label)
+    reason = _COT_REASONS.get(key)
+    if reason is None:
+        notes = [f"modalities {len(available) - len(missing)}/{len(available)}"
+                 + (f" (not considered: {', '.join(missing)})" if missing else ""),
+                 f"{n_steps} step(s)" + ("" if enough else " (fewer than 2)"),
+                 "an intermediate step leads to the label" if leads else "no intermediate step leads to the label",
+                 "the last step states the label" if states else f"the last step does not state the label {label!r}"]
+        reason = "; ".join(notes)
+        if len(_COT_REASONS) < 10_000:
+            _COT_REASONS[key] = reason
+    return round(score, 4), reason
+
+
+_COT_REASONS: dict[tuple, str] = {}  # what S_cot's reason depends on -> the reason (memo)
 
 
 # -- scores ---------------------------------------------------------------------------------
@@ -1362,6 +1581,83 @@ def _reason_score(rows: Sequence[tuple[str, int, str, str, str, str]]) -> tuple[
     return round(score, 4), reason
 
 
+def _claims(annotation: Annotation, facts: ClipFacts) -> tuple[tuple[ClaimCheck, ...], float, str]:
+    """(ClaimCheck records, S_reason, its reason): `check_claims` and `reason_score` in one pass
+    over what `_claim_rows` reads. ClaimCheck records are frozen: the annotations of a clip that
+    cite the same thing at the same place (step number, evidence index) share one."""
+    make = _MAKE_CLAIM_CHECK  # the values are the judge's own: str, int and the verdict constants
+    memo = facts._checks
+    checks = []
+    append = checks.append
+    supported = 0
+    contradicted = []  # (source, index, reason)
+    relative_first = annotation.endpoint != "offline"
+    steps = annotation.steps
+    last = len(steps)
+    number = 0
+    for step in steps:
+        number += 1
+        if number == last:
+            label_only = _LABEL_ONLY_STEPS.get(step)
+            if label_only is None:
+                label_only = _label_only(step)
+            if label_only:
+                continue  # the conclusion: scored by S_cot, not a claim about the clip
+        key = (step, relative_first)
+        hit = memo.get(key)  # _step_check
+        if hit is None:
+            plan = _STEP_PLANS.get(step) or _step_plan(step)
+            hit = memo[key] = (*_check_step(plan[1], facts, relative_first), {})
+        verdict, reason, modality, made = hit
+        check = made.get(number)
+        if check is None:
+            check = made[number] = make({"source": "step", "index": number, "modality": modality,
+                                         "claim": step[:300], "verdict": verdict, "reason": reason})
+        append(check)
+        if verdict is SUPPORTED or verdict == SUPPORTED:
+            supported += 1
+        elif verdict == CONTRADICTED:
+            contradicted.append(("step", number, reason))
+    number = 0
+    for item in annotation.evidence:
+        # _item_check
+        modality, start, end, value, claim = item.modality, item.start, item.end, item.value, item.claim
+        if start and end and (value is None or value):  # exact keys: no -0.0 that would read like 0.0
+            key = (modality, item.feature, value, start, end, claim)
+            hit = memo.get(key)
+            if hit is None:
+                hit = memo[key] = (*_check_item(item, facts), {})
+            verdict, reason, made = hit
+            check = made.get(number)
+        else:
+            verdict, reason = _check_item(item, facts)
+            made = check = None
+        if check is None:
+            check = (make if type(modality) is str and type(claim) is str else _CLAIM_CHECK_VALIDATOR)({
+                "source": "evidence", "index": number, "modality": modality, "claim": claim[:300],
+                "verdict": verdict, "reason": reason})
+            if made is not None:
+                made[number] = check
+        append(check)
+        if verdict is SUPPORTED or verdict == SUPPORTED:
+            supported += 1
+        elif verdict == CONTRADICTED:
+            contradicted.append(("evidence", number, reason))
+        number += 1
+    # _reason_score
+    n = len(checks)
+    n_contradicted = len(contradicted)
+    unverifiable = n - supported - n_contradicted
+    denominator = supported + n_contradicted + UNVERIFIABLE_WEIGHT * unverifiable
+    if denominator <= 0:
+        return tuple(checks), 0.0, "no claims to check"
+    score = max(0.0, supported - CONTRADICTION_PENALTY * n_contradicted) / denominator
+    reason = f"{supported} supported, {n_contradicted} contradicted, {unverifiable} unverifiable of {n}"
+    if contradicted:
+        reason += "; contradicted: " + " | ".join([f"{c[0]} {c[1]}: {c[2]}" for c in contradicted[:5]])
+    return tuple(checks), round(score, 4), reason
+
+
 def _distribution(annotation: Annotation, space: LabelSpace) -> dict[str, float]:
     probabilities = {k: v for k, v in annotation.label_probabilities.items() if k in space.concepts and v > 0}
     total = sum(probabilities.values())
@@ -1384,6 +1680,61 @@ def _zero(annotation: Annotation, weights: tuple[float, float, float], reason: s
 
 # JudgeScores(**fields) / ClaimCheck(**fields) without the keyword-argument call: the same validation
 _JUDGE_SCORES_VALIDATOR = JudgeScores.__pydantic_validator__.validate_python
+
+
+def _trusted_maker(cls: type, given: tuple[str, ...], complete: bool = False) -> Callable[[dict], Any] | None:
+    """A function making a `cls` record from a dict with exactly the fields `given`, holding what
+    validation would make of them (the judge's own values: str, int, float, bool, None, tuples
+    of records), without validating again: what `cls.model_construct(**values)` makes, and what
+    the validator makes of such values (__dict__ in field order with the defaults of the fields
+    not given, `given` as the fields set). None where validation could change a value (validators,
+    aliases, post-init, extra fields, a default factory or a required field not given).
+    `complete`: the dicts hold every field in field order, the defaults of those not `given`
+    included (as `_defaults(cls)` has them): they become the records' __dict__ as they are."""
+    decorators = cls.__pydantic_decorators__
+    fields = cls.model_fields
+    if (cls.__pydantic_post_init__ or cls.__pydantic_root_model__ or cls.model_config.get("extra") == "allow"
+            or decorators.validators or decorators.field_validators or decorators.root_validators
+            or decorators.model_validators or set(given) - set(fields)
+            or any(f.alias is not None or f.validation_alias is not None for f in fields.values())
+            or any(name not in given and (f.is_required() or f.default_factory is not None)
+                   for name, f in fields.items())):
+        return None
+    template = {name: None if name in given else f.default for name, f in fields.items()}
+    # one fields set for all the records, as model_construct(_fields_set=...) does with the set it is given
+    # (the records are frozen: nothing adds to it; model_copy copies it)
+    fields_set = set(given)
+    new = cls.__new__
+    set_attribute = object.__setattr__
+    complete = complete or tuple(given) == tuple(fields)
+
+    def make(values: dict) -> Any:
+        record = new(cls)
+        if complete:  # every field, in field order: the dict itself
+            data = values
+        else:
+            data = template.copy()
+            data.update(values)
+        set_attribute(record, "__dict__", data)
+        set_attribute(record, "__pydantic_fields_set__", fields_set)
+        set_attribute(record, "__pydantic_extra__", None)
+        set_attribute(record, "__pydantic_private__", None)
+        return record
+
+    return make
+
+
+_CLAIM_CHECK_FIELDS = ("source", "index", "modality", "claim", "verdict", "reason")
+_SCORES_FIELDS = ("annotation_id", "clip_id", "annotator_id", "judge", "s_rec", "s_reason", "s_cot", "s_final",
+                  "weights", "checks", "reasons", "sufficient", "sufficiency_reason")
+# OK records are made from complete dicts (judge_clip's literal), where JudgeScores has its fields in that order
+_SCORES_ORDER = ("annotation_id", "clip_id", "annotator_id", "judge", "status", "reason", "s_rec", "s_reason", "s_cot",
+                 "s_final", "weights", "checks", "reasons", "sufficient", "sufficiency_reason", "tokens_in",
+                 "tokens_out", "cost_usd")
+_SCORES_DEFAULTS = {name: f.default for name, f in JudgeScores.model_fields.items()}
+_MAKE_SCORES = (_trusted_maker(JudgeScores, _SCORES_FIELDS, complete=True)
+                if tuple(JudgeScores.model_fields) == _SCORES_ORDER else None)
+_MAKE_CLAIM_CHECK = _trusted_maker(ClaimCheck, _CLAIM_CHECK_FIELDS) or _CLAIM_CHECK_VALIDATOR
 
 
 def judge_clip(annotations: Sequence[Annotation], facts: ClipFacts, space: LabelSpace, weights: JudgeWeights,
@@ -1412,8 +1763,14 @@ def judge_clip(annotations: Sequence[Annotation], facts: ClipFacts, space: Label
         total_weight += r
         for k, v in dist.items():
             total[k] = total.get(k, 0.0) + r * v
-    validate_check = _CLAIM_CHECK_VALIDATOR
-    validate_scores = _JUDGE_SCORES_VALIDATOR
+    make_scores = _MAKE_SCORES
+    # records of trusted values: made as validation makes them (floats, a tuple of floats, ClaimChecks)
+    if not (type(a) is float and type(b) is float and type(c) is float):
+        make_scores = None
+    defaults = _SCORES_DEFAULTS
+    weight_text, rest_text = f"{REC_CONSENSUS_WEIGHT}", f"{1 - REC_CONSENSUS_WEIGHT}"  # as S_rec's reason writes them
+    fits = facts._fits
+    fit_key = (space.name, None, None)
     results = []
     for annotation, ok, dist in zip(annotations, usable, dists):
         if annotation.status != ok_status:
@@ -1425,7 +1782,8 @@ def judge_clip(annotations: Sequence[Annotation], facts: ClipFacts, space: Label
                                                      "label space"))
             continue
         label = annotation.label
-        fit, fit_reason = label_fit(label, facts, space)
+        hit = fits.get((fit_key[0], label, None))  # label_fit's memo
+        fit, fit_reason = hit if hit is not None else label_fit(label, facts, space)
         r = max(0.0, float(reliabilities.get(annotation.annotator_id, 1.0)))
         others_weight = total_weight - r
         if others_weight > 1e-9:
@@ -1434,28 +1792,35 @@ def judge_clip(annotations: Sequence[Annotation], facts: ClipFacts, space: Label
             agreement = max(0.0, others[label] if label in others else 0.0) / others[top_label] \
                 if others[top_label] > 1e-12 else 0.0
             s_rec = REC_CONSENSUS_WEIGHT * agreement + (1 - REC_CONSENSUS_WEIGHT) * fit
+            agreement_text = f"{agreement:.2f}"
             rec_reason = (f"others' weighted consensus gives {label} {others.get(label, 0.0) / others_weight:.2f} "
-                          f"(top {top_label} {others[top_label] / others_weight:.2f}): agreement {agreement:.2f}; "
-                          f"label fit {fit_reason}; S_rec = {REC_CONSENSUS_WEIGHT} * {agreement:.2f} + "
-                          f"{1 - REC_CONSENSUS_WEIGHT} * {fit:.2f}")
+                          f"(top {top_label} {others[top_label] / others_weight:.2f}): agreement {agreement_text}; "
+                          f"label fit {fit_reason}; S_rec = {weight_text} * {agreement_text} + "
+                          f"{rest_text} * {fit:.2f}")
         else:
             s_rec = fit
             rec_reason = f"no other annotation to agree with; label fit {fit_reason}"
-        rows = _claim_rows(annotation, facts)
-        s_reason, reason_reason = _reason_score(rows)
-        s_cot, cot_reason = cot_score(annotation, facts, space)
+        checks, s_reason, reason_reason = _claims(annotation, facts)
+        cited = {item.modality for item in annotation.evidence}
+        s_cot, cot_reason = _cot_score(annotation.steps, label, set(cited), facts, space)
         s_rec = round(s_rec, 4)
-        sufficient, sufficiency_reason = (check_sufficiency(annotation, facts, space) if sufficiency
+        sufficient, sufficiency_reason = (_sufficient(label, tuple(sorted(cited)), facts, space) if sufficiency
                                           else (None, ""))
-        results.append(validate_scores({
+        values = {
             "annotation_id": annotation.id, "clip_id": annotation.clip_id, "annotator_id": annotation.annotator_id,
-            "judge": JUDGE_NAME, "s_rec": s_rec, "s_reason": s_reason, "s_cot": s_cot,
-            "s_final": a * s_rec + b * s_reason + c * s_cot, "weights": triple,
-            "checks": tuple([validate_check({"source": source, "index": index, "modality": modality, "claim": claim,
-                                             "verdict": verdict, "reason": reason})
-                             for source, index, modality, claim, verdict, reason in rows]),
+            "judge": JUDGE_NAME, "status": defaults["status"], "reason": defaults["reason"],
+            "s_rec": s_rec, "s_reason": s_reason, "s_cot": s_cot, "s_final": a * s_rec + b * s_reason + c * s_cot,
+            "weights": triple, "checks": checks,
             "reasons": {"s_rec": rec_reason, "s_reason": reason_reason, "s_cot": cot_reason},
-            "sufficient": sufficient, "sufficiency_reason": sufficiency_reason}))
+            "sufficient": sufficient, "sufficiency_reason": sufficiency_reason,
+            "tokens_in": defaults["tokens_in"], "tokens_out": defaults["tokens_out"], "cost_usd": defaults["cost_usd"]}
+        if make_scores is not None and type(annotation.id) is str and type(annotation.clip_id) is str \
+                and type(annotation.annotator_id) is str:
+            results.append(make_scores(values))
+        else:  # validated, from the fields given (the defaults are the model's)
+            for name in ("status", "reason", "tokens_in", "tokens_out", "cost_usd"):
+                del values[name]
+            results.append(_JUDGE_SCORES_VALIDATOR(values))
     return results
 
 
@@ -1466,9 +1831,24 @@ def _judge_chunk(bounds: tuple[int, int]) -> Any:
         for evidence, annotations in clips[bounds[0]:bounds[1]]:
             out.extend(judge_clip(annotations, ClipFacts.from_evidence(evidence), space, weights, reliabilities,
                                   sufficiency))
-        return out if consume is None else consume(out)
+        result = out if consume is None else consume(out)
+        del out
+        if _IN_WORKER:
+            # What outlives the chunk in a worker is the judge's memos (and the result on its way
+            # out), none of it cyclic: keep the collector from re-walking it after every chunk.
+            gc.freeze()
+    return result
 
 
+def _start_worker() -> None:
+    """Pool initializer: the inherited objects are the parent's; freezing them keeps the
+    collector from walking (and copying, page by page) them in the child."""
+    global _IN_WORKER
+    _IN_WORKER = True
+    gc.freeze()
+
+
+_IN_WORKER = False
 _FORKED: tuple = ()
 
 
@@ -1494,7 +1874,7 @@ def judge_many(clips: Sequence[tuple[ClipEvidence, Sequence[Annotation]]], space
                 else [(0, n)]
             parts = [_judge_chunk(b) for b in bounds]
         else:
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
+            with multiprocessing.get_context("fork").Pool(workers, initializer=_start_worker) as pool:
                 parts = pool.map(_judge_chunk, [(i, min(i + chunk_clips, n)) for i in range(0, n, chunk_clips)],
                                  chunksize=1)
     finally:

@@ -36,6 +36,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from merforge.agents.aggregate import ConsensusTable
+from merforge.perf import gc_paused
 from merforge.storage.config import RouteConfig
 from merforge.storage.records import Annotation, AnnotationStatus, Consensus, JudgeScores, Route
 
@@ -80,24 +81,45 @@ def _route_arrays(clip_ids: Sequence[str], has_label: np.ndarray, confidence: np
         routes[accepted[draw < config.audit_share]] = AUDIT
     audit_reason = (f"audit: random {config.audit_share * 100:g}% of auto-accepted clips",)
     reasons: list[tuple[str, ...]] = [()] * n
-    for i in np.flatnonzero(routes == AUDIT):
+    for i in np.flatnonzero(routes == AUDIT).tolist():
         reasons[i] = audit_reason
-    for i in np.flatnonzero(review):
-        why = []
-        if no_label[i]:
-            why.append("no valid answers")
-        if low_confidence[i]:
-            why.append(f"confidence {confidence[i]:.2f} < {config.min_confidence:.2f}")
-        if low_s_final[i]:
-            why.append(f"mean S_final {s_final_agreeing[i]:.2f} < {config.min_s_final:.2f}")
-        if conflicted[i]:
-            why.append(conflict_reason[i])
-        if injected[i]:
-            why.append(f"{INJECTION_REASON} ({injection_reason[i]})" if injection_reason[i] else INJECTION_REASON)
-        if too_invalid[i]:
-            why.append(f"{int(n_invalid[i])} of {int(n_answers[i])} answers invalid")
-        reasons[i] = tuple(why)
+    # per clip under review, in plain Python (numpy scalars one by one are slow): the same values
+    rows = np.flatnonzero(review)
+    confidence_text = f"{config.min_confidence:.2f}"
+    s_final_text = f"{config.min_s_final:.2f}"
+    with gc_paused():  # many small acyclic tuples: keep the collector from walking what the caller holds
+        _review_reasons(reasons, rows, no_label, low_confidence, low_s_final, confidence, s_final_agreeing,
+                        conflicted, conflict_reason, injected, injection_reason, too_invalid, n_invalid, n_answers,
+                        confidence_text, s_final_text)
     return routes, reasons
+
+
+def _review_reasons(reasons: list, rows: np.ndarray, no_label: np.ndarray, low_confidence: np.ndarray,
+                    low_s_final: np.ndarray, confidence: np.ndarray, s_final_agreeing: np.ndarray,
+                    conflicted: np.ndarray, conflict_reason: Sequence[str], injected: np.ndarray,
+                    injection_reason: Sequence[str], too_invalid: np.ndarray, n_invalid: np.ndarray,
+                    n_answers: np.ndarray, confidence_text: str, s_final_text: str) -> None:
+    """reasons[i] for each clip i in `rows` (under review), from the rules that sent it there."""
+    for i, none, low_c, low_s, conf, s_fin, conflicts, inject, invalid, n_inv, n_ans in zip(
+            rows.tolist(), no_label[rows].tolist(), low_confidence[rows].tolist(), low_s_final[rows].tolist(),
+            np.asarray(confidence, dtype=float)[rows].tolist(),
+            np.asarray(s_final_agreeing, dtype=float)[rows].tolist(), conflicted[rows].tolist(),
+            injected[rows].tolist(), too_invalid[rows].tolist(), np.asarray(n_invalid)[rows].tolist(),
+            np.asarray(n_answers)[rows].tolist()):
+        why = []
+        if none:
+            why.append("no valid answers")
+        if low_c:
+            why.append(f"confidence {conf:.2f} < {confidence_text}")
+        if low_s:
+            why.append(f"mean S_final {s_fin:.2f} < {s_final_text}")
+        if conflicts:
+            why.append(conflict_reason[i])
+        if inject:
+            why.append(f"{INJECTION_REASON} ({injection_reason[i]})" if injection_reason[i] else INJECTION_REASON)
+        if invalid:
+            why.append(f"{int(n_inv)} of {int(n_ans)} answers invalid")
+        reasons[i] = tuple(why)
 
 
 def route_many(consensus: ConsensusTable, config: RouteConfig) -> ConsensusTable:
