@@ -511,7 +511,10 @@ def _tabulate(annotations_by_clip: Mapping[str, Sequence[Annotation]],
     votes = votes.reshape(n, n_w, k)
     soft = soft.reshape(n, n_w, k)
     total = soft.sum(axis=2, keepdims=True)
-    soft = np.where(total > 0, soft / np.where(total > 0, total, 1.0), votes)
+    # np.where(total > 0, soft / np.where(total > 0, total, 1.0), votes), in place (no (n, W, K) temporaries)
+    positive = total > 0
+    np.divide(soft, np.where(positive, total, 1.0), out=soft)
+    np.copyto(soft, votes, where=~positive)
     state, s_final_arr, modality = state.reshape(n, n_w), s_final_arr.reshape(n, n_w), modality.reshape(n, n_w)
     numbers = numbers.reshape(3, n, n_w)
     return AnnotationTable(clip_ids=clip_ids, annotator_ids=annotator_ids, labels=labels, matrix=matrix, state=state,

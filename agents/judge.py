@@ -64,11 +64,19 @@ annotations; a step text or evidence item already checked on the clip (annotator
 cite the same measurements) is answered from the clip's memo. Step texts are parsed by
 template (the text with its digits zeroed): the regex work, which span each assertion takes
 and its checker are settled once per template, and only the numbers, AUs, speakers and
-quotes are read per text. Records are validated from dicts (`validate_python`, the same
-validation as the keyword constructor). `judge_many` judges many clips with the cyclic
+quotes are read per text. A number or an action checked over the same range of the clip
+(a step and the evidence item it restates) is answered from the clip's memo too, and so is a
+window mean. Records hold the judge's own values (str, int, float, bool, None, records), so
+they are made as validation would make them without validating again (`_trusted_maker`:
+__dict__ in field order, the given fields as the fields set, shared as model_construct shares
+the set it is given); the annotations of a clip that cite the same thing at the same place
+share one ClaimCheck (records are frozen). `judge_many` judges many clips with the cyclic
 garbage collector paused, optionally in forked worker processes, and with `consume` hands
 each chunk's records to the caller's function where they were made (only its result is
-pickled back).
+pickled back). A forked worker freezes the collector's generations when it starts and after
+each chunk (what outlives a chunk there is the judge's memos), so they are not re-walked, and
+it reads a clip's timeline columns only when asked about them (in a forked worker, touching
+the parent's objects copies their pages).
 """
 
 from __future__ import annotations

@@ -367,3 +367,35 @@ def test_threshold_for_precision_is_clear_when_unreachable():
     assert result.reviews_needed == 3 and result.coverage == 0.0
     reached = threshold_for_precision([0.9, 0.8, 0.7, 0.6], [True, True, False, True], 0.75)
     assert reached.reached and reached.threshold == 0.6 and reached.reviews_needed == 0
+
+
+def test_consensus_records_are_what_model_construct_makes(monkeypatch):
+    """to_records makes each Consensus without model_construct's per-field look-ups: the same
+    records (values, field order, fields set), routed or not, single- or multi-label, as the
+    field-by-field path."""
+    from merforge.agents import aggregate
+    from merforge.storage.records import Consensus
+
+    _, table = simulated_table(500, seed=4, hard=50)
+    for multi_label in (False, True):
+        table.multi_label = multi_label
+        for aggregation in AGGREGATIONS_UNDER_TEST:
+            result = consensus_table(table, aggregation, multi_label_threshold=0.2)
+            for routed in (False, True):
+                if routed:
+                    route_many(result, RouteConfig())
+                records = result.to_records()
+                assert list(records) == table.clip_ids
+                with monkeypatch.context() as patch:
+                    patch.setattr(aggregate, "_CONSENSUS_FAST", False)
+                    assert result.to_records() == records
+                for record in records.values():
+                    expected = Consensus.model_construct(**record.__dict__)
+                    assert record == expected and list(record.__dict__) == list(expected.__dict__)
+                    assert record.model_fields_set == expected.model_fields_set
+                    assert record.model_dump_json() == expected.model_dump_json()
+                if multi_label:
+                    assert any(len(r.labels) > 1 for r in records.values())
+
+
+AGGREGATIONS_UNDER_TEST = ("weighted", "majority", "dawid_skene")

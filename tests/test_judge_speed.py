@@ -88,3 +88,67 @@ def test_judge_many_consume_runs_per_chunk():
     expected = [_s_finals(records[i * 5:(i + 20) * 5]) for i in range(0, 50, 20)]
     assert judge_many(pairs, bench.SPACE, weights, chunk_clips=20, consume=_s_finals) == expected
     assert judge_many(pairs, bench.SPACE, weights, workers=2, chunk_clips=20, consume=_s_finals) == expected
+
+
+def test_fast_records_are_what_validation_makes():
+    """JudgeScores and ClaimCheck records are made from the judge's own values without
+    validating again: the same records as the validating constructor makes of the fields given
+    (values and their types, field order, fields set)."""
+    import aggregate_bench as bench
+
+    from merforge.storage.records import ClaimCheck, JudgeScores
+
+    def same(made, validated):
+        assert made == validated
+        assert list(made.__dict__) == list(validated.__dict__)
+        assert [type(v) for v in made.__dict__.values()] == [type(v) for v in validated.__dict__.values()]
+        assert made.model_fields_set == validated.model_fields_set
+        assert made.model_dump_json() == validated.model_dump_json()
+
+    evidences, by_clip, _ = bench.generate(40, seed=11)
+    n = 0
+    for ev in evidences:
+        for record in judge_clip(by_clip[ev.clip.id], ClipFacts.from_evidence(ev), bench.SPACE, JudgeWeights(),
+                                 {"visual": 0.7, "text": 0.0}):
+            same(record, JudgeScores(**{name: getattr(record, name) for name in record.model_fields_set}))
+            for check in record.checks:
+                same(check, ClaimCheck(**check.model_dump()))
+            n += 1
+    assert n == 200
+
+
+def test_claims_in_one_pass_match_check_claims_and_reason_score():
+    import aggregate_bench as bench
+
+    evidences, by_clip, _ = bench.generate(40, seed=12)
+    for ev in evidences:
+        facts, other = ClipFacts.from_evidence(ev), ClipFacts.from_evidence(ev)
+        for annotation in by_clip[ev.clip.id]:
+            if annotation.status != "ok":
+                continue
+            checks, score, reason = judge._claims(annotation, facts)
+            expected = judge.check_claims(annotation, other)
+            assert list(checks) == expected
+            assert (score, reason) == judge.reason_score(expected)
+
+
+def test_prefix_sums_are_numpys_cumulative_sums():
+    """Window means come from numpy's cumulative sums of the finite values, bit for bit."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    columns = [rng.random(50), np.where(rng.random(50) < 0.3, np.nan, rng.normal(size=50)),
+               np.array([-0.0, -0.0, 0.0, np.inf, 1.5, -np.inf, np.nan, 2.0]), np.array([-0.0, 3.0]), np.array([])]
+    for values in columns:
+        prefix = judge._Prefix(values)
+        finite = np.isfinite(values)
+        sums = np.concatenate([[0.0], np.cumsum(np.where(finite, values, 0.0))])
+        counts = np.concatenate([[0], np.cumsum(finite)]).astype(int)
+        assert np.array(prefix.sums).tobytes() == sums.tobytes()
+        assert prefix.any == bool(finite.any())
+        for i in range(len(values) + 1):
+            for j in range(len(values) + 1):
+                n = counts[j] - counts[i]
+                expected = (sums[j] - sums[i]) / n if n else None
+                assert prefix.mean(i, j) == expected or (expected is not None and np.isnan(expected)
+                                                         and np.isnan(prefix.mean(i, j)))
