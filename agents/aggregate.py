@@ -581,17 +581,23 @@ class ConsensusTable:
 
         names = self.labels
         out: dict[str, Consensus] = {}
+        # the columns as Python values, as float(), int() and bool() of each item make them
+        def floats(values: np.ndarray) -> list:
+            return np.asarray(values, dtype=float).tolist()
+
+        def ints(values: np.ndarray) -> list:
+            return np.asarray(values).astype(np.int64, copy=False).tolist()
+
         dist = self.distribution.tolist()
-        chosen_sets = self.chosen.tolist()
-        labels = self.label.tolist()
-        confidence, entropy = self.confidence.tolist(), self.entropy.tolist()
-        majority, weighted, ds = self.majority_label.tolist(), self.weighted_label.tolist(), \
-            self.dawid_skene_label.tolist()
-        conflict = self.conflict.tolist()
-        intensity, valence, arousal = self.intensity.tolist(), self.valence.tolist(), self.arousal.tolist()
+        chosen_sets = np.asarray(self.chosen, dtype=bool).tolist()
+        labels = ints(self.label)
+        confidence, entropy = floats(self.confidence), floats(self.entropy)
+        majority, weighted, ds = ints(self.majority_label), ints(self.weighted_label), ints(self.dawid_skene_label)
+        conflict = np.asarray(self.conflict, dtype=bool).tolist()
+        intensity, valence, arousal = floats(self.intensity), floats(self.valence), floats(self.arousal)
         routed = self.route is not None
         if routed:
-            routes, priority = self.route.tolist(), self.priority.tolist()
+            routes, priority = ints(self.route), floats(self.priority)
         make = _consensus_record
         isnan = math.isnan
         if routed and _CONSENSUS_FAST:  # every field, in field order: the record's __dict__ as it is made here

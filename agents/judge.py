@@ -271,6 +271,7 @@ class ClipFacts:
     _measures: dict[tuple, tuple[list[float], str]] = field(default_factory=dict, repr=False)  # _measured memo
     _number_checks: dict[tuple, tuple[str, str]] = field(default_factory=dict, repr=False)  # _check_number memo
     _au_checks: dict[tuple, tuple[str, str]] = field(default_factory=dict, repr=False)  # _check_au memo
+    _spans: dict[tuple, str] = field(default_factory=dict, repr=False)  # _span_of memo
 
     def __post_init__(self) -> None:
         self.available = tuple(m for m, present in (("text", self.has_text), ("audio", self.has_audio),
@@ -814,9 +815,20 @@ def _check_number(feature: str, claimed: float, facts: ClipFacts, start: float, 
     return hit[0], f"'{text}'{hit[1]}"
 
 
+def _span_of(facts: ClipFacts, start: float, end: float) -> str:
+    """_span_text(start, end), memoised per clip (zeros left out: 0.0 and -0.0 are one key, not one text)."""
+    if start and end:
+        key = (start, end)
+        text = facts._spans.get(key)
+        if text is None:
+            text = facts._spans[key] = f"{start:.1f}-{end:.1f} s"
+        return text
+    return f"{start:.1f}-{end:.1f} s"
+
+
 def _number_tail(feature: str, claimed: float, facts: ClipFacts, start: float, end: float) -> tuple[str, str]:
     """(verdict, the reason after the quoted claim) of a claimed number of `feature` over [start, end]."""
-    span = f"{start:.1f}-{end:.1f} s"
+    span = _span_of(facts, start, end)
     if start <= facts.start + WHOLE_CLIP_SLACK and end >= facts.end - WHOLE_CLIP_SLACK:  # whole clip
         first = _stored_first(feature, facts, start, end)
         if first is not None and abs(claimed - first) <= _tolerance(feature, first):
@@ -848,7 +860,7 @@ def _check_au(group: str, present: float, facts: ClipFacts, start: float, end: f
 
 def _au_tail(group: str, present: float, facts: ClipFacts, start: float, end: float) -> tuple[str, str]:
     """(verdict, the reason after the quoted claim) of an action (`group`'s AUs) said present or absent."""
-    span = f"{start:.1f}-{end:.1f} s"
+    span = _span_of(facts, start, end)
     if not facts.has_visual:
         return CONTRADICTED, f" over {span}: no face was analysed in the clip"
     best = None
