@@ -799,20 +799,25 @@ def _stored_first(feature: str, facts: ClipFacts, start: float, end: float) -> f
     return None
 
 
-def _check_number(feature: str, claimed: float, facts: ClipFacts, start: float, end: float,
+def _quoted_check(memo: dict, key: tuple | None, tail: Callable[..., tuple[str, str]], args: tuple,
                   text: str) -> tuple[str, str]:
-    # The reason is "'{text}'" + a tail that does not depend on the text: memoised per clip (a step
-    # and an evidence item often cite the same number over the same range). Zeros are left out of
-    # the keys: 0.0 and -0.0 are the same key, not the same text.
-    if claimed and start and end:
-        key = (feature, claimed, start, end)
-        memo = facts._number_checks
+    """(verdict, "'{text}'" + tail): the tail does not depend on the quoted text, so it is memoised
+    per clip under `key` (a step and an evidence item often cite the same thing over the same range);
+    None: not memoised."""
+    if key is None:
+        hit = tail(*args)
+    else:
         hit = memo.get(key)
         if hit is None:
-            hit = memo[key] = _number_tail(feature, claimed, facts, start, end)
-    else:
-        hit = _number_tail(feature, claimed, facts, start, end)
+            hit = memo[key] = tail(*args)
     return hit[0], f"'{text}'{hit[1]}"
+
+
+def _check_number(feature: str, claimed: float, facts: ClipFacts, start: float, end: float,
+                  text: str) -> tuple[str, str]:
+    # Zeros are left out of the keys: 0.0 and -0.0 are the same key, not the same text.
+    key = (feature, claimed, start, end) if claimed and start and end else None
+    return _quoted_check(facts._number_checks, key, _number_tail, (feature, claimed, facts, start, end), text)
 
 
 def _span_of(facts: ClipFacts, start: float, end: float) -> str:
@@ -846,16 +851,8 @@ def _number_tail(feature: str, claimed: float, facts: ClipFacts, start: float, e
 
 
 def _check_au(group: str, present: float, facts: ClipFacts, start: float, end: float, text: str) -> tuple[str, str]:
-    # memoised per clip like _check_number: the reason is "'{text}'" + a tail
-    if start and end:
-        key = (group, present, start, end)
-        memo = facts._au_checks
-        hit = memo.get(key)
-        if hit is None:
-            hit = memo[key] = _au_tail(group, present, facts, start, end)
-    else:
-        hit = _au_tail(group, present, facts, start, end)
-    return hit[0], f"'{text}'{hit[1]}"
+    key = (group, present, start, end) if start and end else None
+    return _quoted_check(facts._au_checks, key, _au_tail, (group, present, facts, start, end), text)
 
 
 def _au_tail(group: str, present: float, facts: ClipFacts, start: float, end: float) -> tuple[str, str]:
