@@ -39,6 +39,7 @@ from merforge.progress import NoProgress, Progress
 STAGES = ("ingest", "sample", "preprocess", "annotate", "judge", "report")
 TASK_RUNNERS = ("local", "dask", "ray")
 RUNS_DIR = "runs"
+ACTIVE_FILE = "active"  # runs/active names the run in progress; a run that is killed leaves it behind
 LOCK_FILE = "run.lock"
 
 # The CLI hands its progress bars to work functions running in its own process; work
@@ -260,24 +261,30 @@ def new_run_id() -> str:
 
 
 def mark_interrupted_runs(root: Path) -> list[str]:
-    """Runs whose summary still says "running" were killed (we hold the lock now): mark them."""
-    marked = []
-    for path in sorted((Path(root) / RUNS_DIR).glob("*.json")):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if data.get("state") == "running":
-            data["state"] = "interrupted"
-            from merforge.storage.workspace import write_atomic
+    """The run named in runs/active was killed before it could remove that marker (we hold the
+    lock now, so it is not running): mark its summary "interrupted". One file read, however
+    many runs the workspace has had."""
+    from merforge.storage.workspace import write_atomic
 
-            write_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
-            marked.append(data.get("run_id", path.stem))
-    return marked
+    runs = Path(root) / RUNS_DIR
+    try:
+        run_id = (runs / ACTIVE_FILE).read_text().strip()
+    except FileNotFoundError:
+        return []
+    path = runs / f"{run_id}.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    if data.get("state") != "running":
+        return []
+    data["state"] = "interrupted"
+    write_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
+    return [run_id]
 
 
-def run_pipeline(workspace_dir: str, inputs: Sequence[str] = (), force: bool = False, runner: Runner | None = None,
-                 run_id: str | None = None, on_stage: Callable[[str, dict], None] | None = None) -> RunSummary:
+def run_pipeline(workspace_dir: str, inputs: Sequence[str] = (), force: bool = False,
+                 runner: Runner | None = None) -> RunSummary:
     """Run every stage in order and return the summary (also saved under <workspace>/runs/).
 
     The caller holds `workspace_lock`. A stage's failed items are recorded with their
@@ -285,11 +292,15 @@ def run_pipeline(workspace_dir: str, inputs: Sequence[str] = (), force: bool = F
     configuration error stops the run, and the summary says so before it is raised again.
     """
     runner = runner or Runner()
-    summary = RunSummary(run_id=run_id or new_run_id(), workspace=str(Path(workspace_dir).resolve()),
+    summary = RunSummary(run_id=new_run_id(), workspace=str(Path(workspace_dir).resolve()),
                          engine=runner.name, task_runner=runner.task_runner, inputs=[str(p) for p in inputs],
                          started_at=_now())
     summary.interrupted_runs = mark_interrupted_runs(Path(workspace_dir))
     summary.save()
+    from merforge.storage.workspace import write_atomic
+
+    active = Path(workspace_dir) / RUNS_DIR / ACTIVE_FILE
+    write_atomic(active, summary.run_id.encode())
     started = time.perf_counter()
 
     def stage(name: str, work: Callable[[], dict]) -> None:
@@ -298,8 +309,6 @@ def run_pipeline(workspace_dir: str, inputs: Sequence[str] = (), force: bool = F
         data = {"seconds": round(time.perf_counter() - begun, 3), **data}
         summary.stages[name] = data
         summary.save()
-        if on_stage:
-            on_stage(name, data)
 
     try:
         stage("ingest", lambda: _ingest(workspace_dir, list(summary.inputs), runner, summary))
@@ -318,6 +327,7 @@ def run_pipeline(workspace_dir: str, inputs: Sequence[str] = (), force: bool = F
         summary.seconds = round(time.perf_counter() - started, 3)
         try:
             summary.save()
+            active.unlink(missing_ok=True)
         except OSError:
             pass  # a full disk: the error being raised says so
     return summary

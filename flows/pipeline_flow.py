@@ -18,6 +18,7 @@ for several machines). The run summary is also published as the markdown artifac
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -79,8 +80,9 @@ class PrefectRunner(Runner):
         prefect_task = _TASKS[function.__name__]
         if self._runner is None:
             return [prefect_task(*args) for args in calls]
-        names = list(prefect_task.fn.__code__.co_varnames[:prefect_task.fn.__code__.co_argcount])
-        futures = [self._runner.submit(prefect_task, parameters=dict(zip(names, args))) for args in calls]
+        signature = inspect.signature(prefect_task.fn)
+        futures = [self._runner.submit(prefect_task, parameters=dict(signature.bind(*args).arguments))
+                   for args in calls]
         progress = pipeline.current_progress()  # workers report nothing: count finished items here
         progress.start(f"{stage} ({len(futures)} items on {self.task_runner})", len(futures))
         for _ in as_completed(futures):

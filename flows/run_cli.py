@@ -49,8 +49,7 @@ def execute(workspace: Path, inputs: list[Path], engine: str, task_runner: str, 
 
     cli._check_engine(engine)
     ws = cli._open(workspace)
-    root = str(ws.root)
-    ws.config  # validated on open
+    root = str(ws.root)  # opening validated merforge.toml
     ws.close()
     if engine == "library" and task_runner != "local":
         raise MerforgeError("--task-runner dask/ray needs --engine prefect (the library engine runs items in this process)")

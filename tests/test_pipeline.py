@@ -65,6 +65,7 @@ def test_a_killed_run_is_marked_interrupted_by_the_next(ws, data):
     (ws / "runs").mkdir()
     (ws / "runs" / "20260101T000000Z-dead00.json").write_text(json.dumps({"run_id": "20260101T000000Z-dead00",
                                                                          "state": "running"}))
+    (ws / "runs" / "active").write_text("20260101T000000Z-dead00")  # what a killed run leaves behind
     result = runner.invoke(app, ["run", "-w", str(ws), "--engine", "library", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["interrupted_runs"] == ["20260101T000000Z-dead00"]
