@@ -48,6 +48,7 @@ from merforge.agents.evidence import ClipEvidence  # noqa: E402
 from merforge.agents.judge import judge_many  # noqa: E402
 from merforge.agents.labels import get_space  # noqa: E402
 from merforge.agents.routing import ROUTES, route_many  # noqa: E402
+from merforge.native import describe  # noqa: E402
 from merforge.storage.config import JudgeWeights, RouteConfig  # noqa: E402
 from merforge.storage.records import (  # noqa: E402
     Annotation,
@@ -266,6 +267,7 @@ def main() -> None:
     gc.freeze()  # the generated records are long-lived: keep the collector from re-walking them
     print(f"generated {n} clips x {len(ANNOTATORS)} annotators in {time.perf_counter() - started:.1f} s "
           f"(not timed)", flush=True)
+    print(f"modules: {describe()}", flush=True)
     weights = JudgeWeights()
     config = RouteConfig()
     k = len(LABELS)
