@@ -239,7 +239,7 @@ def _slope_sums(times: np.ndarray, f0: np.ndarray) -> tuple[list[float], ...]:
     return tuple([0.0] + np.cumsum(x).tolist() for x in (voiced.astype(float), t, t * t, f, t * f))
 
 
-@dataclass
+@dataclass(slots=True)
 class ClipFacts:
     """What the judge needs of one clip, computed once and shared by its annotations.
     Times in source seconds. Timeline columns and the F0 slope sums are built on first use."""
