@@ -138,8 +138,12 @@ def build_module(package_dir: Path, package: str, module: str, force: bool = Fal
         shutil.move(str(built), staged / target.name)
         (staged / "SOURCE").write_text(f"{package}.{module} from {module}.py, digest {folder.name.rsplit('-', 1)[1]}\n")
         if folder.exists():
-            shutil.rmtree(folder)
-        staged.rename(folder)  # whole or not at all: a folder is only ever seen complete
+            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            staged.rename(folder)  # whole or not at all: a folder is only ever seen complete
+        except OSError:
+            if not target.is_file():  # not a build that finished beside this one (two setups at once)
+                raise RuntimeError(f"could not put the build of {package}.{module} in {folder}") from None
     for old in native.glob(f"{module}-*"):
         if old != folder and old.is_dir():
             shutil.rmtree(old, ignore_errors=True)
