@@ -62,7 +62,7 @@ import numpy as np
 from scipy import sparse
 
 from merforge.agents.labels import LabelSpace
-from merforge.perf import gc_paused
+from merforge.perf import gc_paused, trusted_maker
 from merforge.storage.config import RouteConfig
 from merforge.storage.records import Annotation, AnnotationStatus, Consensus, JudgeScores
 
@@ -597,108 +597,63 @@ class ConsensusTable:
         intensity, valence, arousal = floats(self.intensity), floats(self.valence), floats(self.arousal)
         routed = self.route is not None
         if routed:
-            routes, priority = ints(self.route), floats(self.priority)
-        make = _consensus_record
+            routes, priority, route_reasons = ints(self.route), floats(self.priority), self.route_reasons
+        else:
+            default_route, default_reasons, default_priority = (
+                _CONSENSUS_DEFAULTS["route"], _CONSENSUS_DEFAULTS["route_reasons"], _CONSENSUS_DEFAULTS["priority"])
+        conflict_reason = self.conflict_reason
+        # clips whose chosen set holds more than their label (multi-label): the rest have labels (label,) or ()
+        others = self.chosen.copy()
+        has = self.label >= 0
+        others[np.flatnonzero(has), self.label[has]] = False
+        more = others.any(axis=1)
+        rows = np.flatnonzero(more)
+        order = dict(zip(rows.tolist(), np.argsort(-self.distribution[rows], axis=1, kind="stable").tolist()))
+        more = more.tolist()
+        make = _MAKE_CONSENSUS if _CONSENSUS_FAST else _construct_consensus
         isnan = math.isnan
-        if routed and _CONSENSUS_FAST:  # every field, in field order: the record's __dict__ as it is made here
-            new, set_attribute, fields_set = _new_consensus, _object_setattr, _CONSENSUS_FIELDS_SET
-            conflict_reason, route_reasons = self.conflict_reason, self.route_reasons
-            # clips whose chosen set is at most their label: labels is (label,) or ()
-            others = self.chosen.copy()
-            has = self.label >= 0
-            others[np.flatnonzero(has), self.label[has]] = False
-            more = others.any(axis=1)
-            rows = np.flatnonzero(more)
-            order = dict(zip(rows.tolist(), np.argsort(-self.distribution[rows], axis=1, kind="stable").tolist()))
-            more = more.tolist()
-            for i, clip in enumerate(self.clip_ids):
-                code = labels[i]
-                record = new(Consensus)
-                if more[i]:
-                    chosen = chosen_sets[i]
-                    chosen_labels = tuple(names[c] for c in ([code] if code >= 0 else [])
-                                          + [c for c in order[i] if chosen[c] and c != code])
-                else:
-                    chosen_labels = (names[code],) if code >= 0 else ()
-                set_attribute(record, "__dict__", {
-                    "clip_id": clip, "label": names[code] if code >= 0 else None,
-                    "labels": chosen_labels,
-                    "distribution": {x: p for x, p in zip(names, dist[i]) if p > 0},
-                    "confidence": confidence[i], "entropy": entropy[i],
-                    "majority_label": names[majority[i]] if majority[i] >= 0 else None,
-                    "weighted_label": names[weighted[i]] if weighted[i] >= 0 else None,
-                    "dawid_skene_label": names[ds[i]] if ds[i] >= 0 else None,
-                    "conflict": conflict[i], "conflict_reason": conflict_reason[i],
-                    "route": ROUTES[routes[i]], "route_reasons": route_reasons[i], "priority": priority[i],
-                    "intensity": None if isnan(intensity[i]) else intensity[i],
-                    "valence": None if isnan(valence[i]) else valence[i],
-                    "arousal": None if isnan(arousal[i]) else arousal[i]})
-                set_attribute(record, "__pydantic_fields_set__", fields_set)
-                set_attribute(record, "__pydantic_extra__", None)
-                set_attribute(record, "__pydantic_private__", None)
-                out[clip] = record
-            return out
-        order = np.argsort(-self.distribution, axis=1, kind="stable").tolist()
         for i, clip in enumerate(self.clip_ids):
             code = labels[i]
-            row = dist[i]
-            chosen = chosen_sets[i]
-            fields = {
+            if more[i]:
+                chosen = chosen_sets[i]
+                chosen_labels = tuple(names[c] for c in ([code] if code >= 0 else [])
+                                      + [c for c in order[i] if chosen[c] and c != code])
+            else:
+                chosen_labels = (names[code],) if code >= 0 else ()
+            out[clip] = make({  # every field, in field order
                 "clip_id": clip, "label": names[code] if code >= 0 else None,
-                "labels": tuple(names[c] for c in ([code] if code >= 0 else [])
-                                + [c for c in order[i] if chosen[c] and c != code]),
-                "distribution": {x: p for x, p in zip(names, row) if p > 0},
+                "labels": chosen_labels,
+                "distribution": {x: p for x, p in zip(names, dist[i]) if p > 0},
                 "confidence": confidence[i], "entropy": entropy[i],
                 "majority_label": names[majority[i]] if majority[i] >= 0 else None,
                 "weighted_label": names[weighted[i]] if weighted[i] >= 0 else None,
                 "dawid_skene_label": names[ds[i]] if ds[i] >= 0 else None,
-                "conflict": conflict[i], "conflict_reason": self.conflict_reason[i],
+                "conflict": conflict[i], "conflict_reason": conflict_reason[i],
+                "route": ROUTES[routes[i]] if routed else default_route,
+                "route_reasons": route_reasons[i] if routed else default_reasons,
+                "priority": priority[i] if routed else default_priority,
                 "intensity": None if isnan(intensity[i]) else intensity[i],
                 "valence": None if isnan(valence[i]) else valence[i],
-                "arousal": None if isnan(arousal[i]) else arousal[i],
-            }
-            if routed:
-                fields["route"] = ROUTES[routes[i]]
-                fields["route_reasons"] = self.route_reasons[i]
-                fields["priority"] = priority[i]
-            out[clip] = make(fields)
+                "arousal": None if isnan(arousal[i]) else arousal[i]})
         return out
 
 
 _CONSENSUS_DEFAULTS = {name: f.get_default(call_default_factory=True) for name, f in Consensus.model_fields.items()
                        if not f.is_required()}
-_CONSENSUS_FIELDS = tuple(Consensus.model_fields)
-_object_setattr = object.__setattr__
 
 
-def _consensus_record(fields: dict) -> Consensus:
-    """`Consensus.model_construct(**{**_CONSENSUS_DEFAULTS, **fields})`, for fields that name
-    every field the defaults do not: the same record (its __dict__ in field order, every field
-    set), without model_construct's per-field alias look-ups."""
-    values = {name: fields[name] if name in fields else _CONSENSUS_DEFAULTS[name] for name in _CONSENSUS_FIELDS}
-    record = _new_consensus(Consensus)
-    _object_setattr(record, "__dict__", values)
-    _object_setattr(record, "__pydantic_fields_set__", set(_CONSENSUS_FIELDS))
-    _object_setattr(record, "__pydantic_extra__", None)
-    _object_setattr(record, "__pydantic_private__", None)
-    return record
+def _construct_consensus(values: dict) -> Consensus:
+    return Consensus.model_construct(**values)
 
 
-_new_consensus = Consensus.__new__
-# one fields set for the records _records makes with every field, as model_construct(_fields_set=...) shares
-# the set it is given (the records are frozen: nothing adds to it; model_copy copies it)
-_CONSENSUS_FIELDS_SET = set(_CONSENSUS_FIELDS)
-_CONSENSUS_FAST = _CONSENSUS_FIELDS == (
+# Consensus records are made from to_records' literal (every field, in field order) as model_construct
+# makes them, without its per-field alias look-ups; model_construct where that literal's order is not
+# the model's, or where the record could need more than its __dict__ (trusted_maker says None)
+_MAKE_CONSENSUS = trusted_maker(Consensus, tuple(Consensus.model_fields), complete=True)
+_CONSENSUS_FAST = _MAKE_CONSENSUS is not None and tuple(Consensus.model_fields) == (
     "clip_id", "label", "labels", "distribution", "confidence", "entropy", "majority_label", "weighted_label",
     "dawid_skene_label", "conflict", "conflict_reason", "route", "route_reasons", "priority", "intensity",
     "valence", "arousal")
-if (Consensus.__pydantic_post_init__ or Consensus.__pydantic_root_model__
-        or Consensus.model_config.get("extra") == "allow"
-        or any(f.alias is not None or f.validation_alias is not None for f in Consensus.model_fields.values())):
-    def _consensus_record(fields: dict) -> Consensus:  # noqa: F811 (what the fast path assumes does not hold)
-        return Consensus.model_construct(**{**_CONSENSUS_DEFAULTS, **fields})
-
-    _CONSENSUS_FAST = False
 
 
 def _weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -67,7 +67,7 @@ and its checker are settled once per template, and only the numbers, AUs, speake
 quotes are read per text. A number or an action checked over the same range of the clip
 (a step and the evidence item it restates) is answered from the clip's memo too, and so is a
 window mean. Records hold the judge's own values (str, int, float, bool, None, records), so
-they are made as validation would make them without validating again (`_trusted_maker`:
+they are made as validation would make them without validating again (`merforge.perf.trusted_maker`:
 __dict__ in field order, the given fields as the fields set, shared as model_construct shares
 the set it is given); the annotations of a clip that cite the same thing at the same place
 share one ClaimCheck (records are frozen). `judge_many` judges many clips with the cyclic
@@ -94,7 +94,7 @@ import numpy as np
 
 from merforge.agents.evidence import ClipEvidence
 from merforge.agents.labels import CONCEPTS, LabelSpace
-from merforge.perf import gc_paused
+from merforge.perf import gc_paused, trusted_maker
 from merforge.storage.config import JudgeWeights
 from merforge.storage.records import (
     Annotation,
@@ -1699,48 +1699,6 @@ def _zero(annotation: Annotation, weights: tuple[float, float, float], reason: s
 _JUDGE_SCORES_VALIDATOR = JudgeScores.__pydantic_validator__.validate_python
 
 
-def _trusted_maker(cls: type, given: tuple[str, ...], complete: bool = False) -> Callable[[dict], Any] | None:
-    """A function making a `cls` record from a dict with exactly the fields `given`, holding what
-    validation would make of them (the judge's own values: str, int, float, bool, None, tuples
-    of records), without validating again: what `cls.model_construct(**values)` makes, and what
-    the validator makes of such values (__dict__ in field order with the defaults of the fields
-    not given, `given` as the fields set). None where validation could change a value (validators,
-    aliases, post-init, extra fields, a default factory or a required field not given).
-    `complete`: the dicts hold every field in field order, the defaults of those not `given`
-    included (as `_defaults(cls)` has them): they become the records' __dict__ as they are."""
-    decorators = cls.__pydantic_decorators__
-    fields = cls.model_fields
-    if (cls.__pydantic_post_init__ or cls.__pydantic_root_model__ or cls.model_config.get("extra") == "allow"
-            or decorators.validators or decorators.field_validators or decorators.root_validators
-            or decorators.model_validators or set(given) - set(fields)
-            or any(f.alias is not None or f.validation_alias is not None for f in fields.values())
-            or any(name not in given and (f.is_required() or f.default_factory is not None)
-                   for name, f in fields.items())):
-        return None
-    template = {name: None if name in given else f.default for name, f in fields.items()}
-    # one fields set for all the records, as model_construct(_fields_set=...) does with the set it is given
-    # (the records are frozen: nothing adds to it; model_copy copies it)
-    fields_set = set(given)
-    new = cls.__new__
-    set_attribute = object.__setattr__
-    complete = complete or tuple(given) == tuple(fields)
-
-    def make(values: dict) -> Any:
-        record = new(cls)
-        if complete:  # every field, in field order: the dict itself
-            data = values
-        else:
-            data = template.copy()
-            data.update(values)
-        set_attribute(record, "__dict__", data)
-        set_attribute(record, "__pydantic_fields_set__", fields_set)
-        set_attribute(record, "__pydantic_extra__", None)
-        set_attribute(record, "__pydantic_private__", None)
-        return record
-
-    return make
-
-
 _CLAIM_CHECK_FIELDS = ("source", "index", "modality", "claim", "verdict", "reason")
 _SCORES_FIELDS = ("annotation_id", "clip_id", "annotator_id", "judge", "s_rec", "s_reason", "s_cot", "s_final",
                   "weights", "checks", "reasons", "sufficient", "sufficiency_reason")
@@ -1749,9 +1707,9 @@ _SCORES_ORDER = ("annotation_id", "clip_id", "annotator_id", "judge", "status", 
                  "s_final", "weights", "checks", "reasons", "sufficient", "sufficiency_reason", "tokens_in",
                  "tokens_out", "cost_usd")
 _SCORES_DEFAULTS = {name: f.default for name, f in JudgeScores.model_fields.items()}
-_MAKE_SCORES = (_trusted_maker(JudgeScores, _SCORES_FIELDS, complete=True)
+_MAKE_SCORES = (trusted_maker(JudgeScores, _SCORES_FIELDS, complete=True)
                 if tuple(JudgeScores.model_fields) == _SCORES_ORDER else None)
-_MAKE_CLAIM_CHECK = _trusted_maker(ClaimCheck, _CLAIM_CHECK_FIELDS) or _CLAIM_CHECK_VALIDATOR
+_MAKE_CLAIM_CHECK = trusted_maker(ClaimCheck, _CLAIM_CHECK_FIELDS) or _CLAIM_CHECK_VALIDATOR
 
 
 def judge_clip(annotations: Sequence[Annotation], facts: ClipFacts, space: LabelSpace, weights: JudgeWeights,
