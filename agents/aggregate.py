@@ -56,6 +56,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import chain
 
 import numpy as np
@@ -351,9 +352,15 @@ def dominant_modality(annotation: Annotation) -> str | None:
     own = OFFLINE_MODALITY.get(annotation.annotator_id)
     if own and annotation.endpoint in ("", "offline"):
         return own
+    return _most_cited(tuple([item.modality for item in annotation.evidence]))
+
+
+@lru_cache(maxsize=10_000)
+def _most_cited(cited: tuple[str, ...]) -> str | None:
+    """The modality cited most often; None when none is, or when two tie."""
     counts = {m: 0 for m in MODALITIES}
-    for item in annotation.evidence:
-        counts[item.modality] += 1
+    for modality in cited:
+        counts[modality] += 1
     best = max(counts.values())
     if best == 0 or sum(1 for c in counts.values() if c == best) > 1:
         return None
@@ -361,26 +368,12 @@ def dominant_modality(annotation: Annotation) -> str | None:
 
 
 def _dominant_code(annotation: Annotation) -> int:
-    """MODALITIES index of `dominant_modality(annotation)`, -1 for none; memoised by what it reads."""
-    own = OFFLINE_MODALITY.get(annotation.annotator_id)
-    if own and annotation.endpoint in ("", "offline"):
-        return _MODALITY_CODE[own]
-    cited = tuple([item.modality for item in annotation.evidence])
-    code = _DOMINANT_CODES.get(cited)
-    if code is None:
-        counts = {m: 0 for m in MODALITIES}
-        for modality in cited:
-            counts[modality] += 1
-        best = max(counts.values())
-        code = -1 if best == 0 or sum(1 for c in counts.values() if c == best) > 1 else \
-            _MODALITY_CODE[max(counts, key=counts.get)]
-        if len(_DOMINANT_CODES) < 10_000:
-            _DOMINANT_CODES[cited] = code
-    return code
+    """MODALITIES index of `dominant_modality(annotation)`, -1 for none."""
+    modality = dominant_modality(annotation)
+    return -1 if modality is None else _MODALITY_CODE[modality]
 
 
 _MODALITY_CODE = {m: c for c, m in enumerate(MODALITIES)}
-_DOMINANT_CODES: dict[tuple[str, ...], int] = {}
 
 
 def _label_code(raw: str | None, index: dict[str, int], space: LabelSpace | None) -> int:

@@ -87,6 +87,7 @@ import re
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import accumulate
 from typing import Any, NamedTuple
 
@@ -288,14 +289,8 @@ class ClipFacts:
         speakers: dict[str, list[tuple[float, float]]] = {}
         for turn in evidence.speaker_turns:
             speakers.setdefault(turn.speaker, []).append((turn.start, turn.end))
-        norm = _NORMALISED
         for w in evidence.transcript.words:
-            raw_text = w.text
-            text = norm.get(raw_text)
-            if text is None:
-                text = _normalise(raw_text)
-                if len(norm) < 100_000:
-                    norm[raw_text] = text
+            text = _normalise(w.text)
             if text:
                 index.setdefault(text, []).append(len(words))
                 words.append((text, float(w.start), float(w.end), w.speaker))
@@ -309,7 +304,8 @@ class ClipFacts:
         clip = evidence.clip
         return cls(
             clip_id=clip.id, start=float(clip.start), end=float(clip.end),
-            times=times_array.tolist(), columns=_LazyColumns(timeline, n), slope_sums=None, prosody=prosody, faces=faces,
+            times=times_array.tolist(), columns=_LazyColumns(timeline, n), slope_sums=None, prosody=prosody,
+            faces=faces,
             words=words, word_index=index, speakers=speakers, pauses=pauses,
             has_text=bool(words),
             has_audio=bool(evidence.has_audio and prosody.f0_mean is not None),
@@ -370,17 +366,12 @@ class ClipFacts:
         return start <= self.start + WHOLE_CLIP_SLACK and end >= self.end - WHOLE_CLIP_SLACK
 
 
+@lru_cache(maxsize=100_000)
 def _normalise(text: str) -> str:
-    hit = _NORMALISED.get(text)
-    if hit is None:
-        hit = _NON_WORD.sub("", text.lower())
-        if len(_NORMALISED) < 100_000:
-            _NORMALISED[text] = hit
-    return hit
+    return _NON_WORD.sub("", text.lower())
 
 
 _NON_WORD = re.compile(r"[^a-z0-9']+")
-_NORMALISED: dict[str, str] = {}  # word as recognised -> normalised (memo)
 
 
 # -- parsing --------------------------------------------------------------------------
@@ -528,16 +519,10 @@ _ZERO_DIGIT_BYTES = bytes.maketrans(b"123456789", b"000000000")
 _K_AU, _K_SPEAKER, _K_QUOTE = 1, 2, 3
 
 
+@lru_cache(maxsize=10_000)
 def _au_name(name: str) -> str:
-    hit = _AU_NAMES.get(name)
-    if hit is None:
-        hit = f"AU{int(name[2:].strip()):02d}"
-        if len(_AU_NAMES) < 10_000:
-            _AU_NAMES[name] = hit
-    return hit
-
-
-_AU_NAMES: dict[str, str] = {}  # "au 4" -> "AU04" (memo)
+    """"au 4" -> "AU04"."""
+    return f"AU{int(name[2:].strip()):02d}"
 
 
 def _plan(text: str) -> tuple[tuple, tuple]:
@@ -716,18 +701,13 @@ def _span_text(start: float, end: float) -> str:
 
 
 def _fmt(feature: str, value: float) -> str:
-    spec = _FORMATS.get(feature)
-    if spec is None:
-        spec = _format_of(feature)
-        if len(_FORMATS) < 10_000:
-            _FORMATS[feature] = spec
+    spec = _format_of(feature)
     return format(value, spec[0]) + spec[1]
 
 
-_FORMATS: dict[str, tuple[str, str]] = {}  # feature -> (format spec, unit) of _fmt
-
-
+@lru_cache(maxsize=10_000)
 def _format_of(feature: str) -> tuple[str, str]:
+    """(format spec, unit) of `_fmt`."""
     digits = 2 if feature.startswith("AU") or feature in ("voiced_fraction", "face_presence") else (
         3 if feature in ("jitter_local", "shimmer_local") else (0 if feature in ("words", "pause_count") else 1))
     return f".{digits}f", _UNITS.get(feature, "")
@@ -862,13 +842,8 @@ def _au_tail(group: str, present: float, facts: ClipFacts, start: float, end: fl
         return CONTRADICTED, f" over {span}: no face was analysed in the clip"
     best = None
     best_au = ""
-    aus = _AU_GROUPS.get(group)
-    if aus is None:
-        aus = tuple(group.split("+"))
-        if len(_AU_GROUPS) < 10_000:
-            _AU_GROUPS[group] = aus
     window_mean = facts.window_mean
-    for au in aus:
+    for au in _au_group(group):
         value = window_mean(au, start, end)
         if value is not None and (best is None or value > best):
             best, best_au = value, au
@@ -888,7 +863,10 @@ def _au_tail(group: str, present: float, facts: ClipFacts, start: float, end: fl
     return verdict, f" ({state}) over {span}: {measured}, {why}"
 
 
-_AU_GROUPS: dict[str, tuple[str, ...]] = {}  # "AU01+AU02" -> ("AU01", "AU02") (memo)
+@lru_cache(maxsize=10_000)
+def _au_group(group: str) -> tuple[str, ...]:
+    """"AU01+AU02" -> ("AU01", "AU02")."""
+    return tuple(group.split("+"))
 
 
 def _check_level(kind: str, direction: float, facts: ClipFacts, start: float, end: float,
@@ -1217,22 +1195,15 @@ _ITEM_FEATURES = {"f0": "f0_mean", "intensity": "intensity_mean", "face_presence
 _INTERNAL_FEATURES = {"minilm_cosine", "cosine", "probability", "valence", "arousal"}
 
 
+@lru_cache(maxsize=10_000)
 def _item_feature(raw: str) -> tuple[str, str, bool]:
-    """(stripped feature, canonical feature or "", model-internal) of an item's feature; memoised."""
-    hit = _ITEM_FEATURE_MEMO.get(raw)
-    if hit is None:
-        feature = raw.strip()
-        canonical = ""
-        if feature:
-            canonical = _ITEM_FEATURES.get(feature) or _FEATURE_ALIASES.get(feature.lower()) or (
-                f"AU{int(feature[2:]):02d}" if feature[:2].upper() == "AU" and feature[2:].isdigit() else "")
-        hit = (feature, canonical, feature in _INTERNAL_FEATURES)
-        if len(_ITEM_FEATURE_MEMO) < 10_000:
-            _ITEM_FEATURE_MEMO[raw] = hit
-    return hit
-
-
-_ITEM_FEATURE_MEMO: dict[str, tuple[str, str, bool]] = {}
+    """(stripped feature, canonical feature or "", model-internal) of an item's feature."""
+    feature = raw.strip()
+    canonical = ""
+    if feature:
+        canonical = _ITEM_FEATURES.get(feature) or _FEATURE_ALIASES.get(feature.lower()) or (
+            f"AU{int(feature[2:]):02d}" if feature[:2].upper() == "AU" and feature[2:].isdigit() else "")
+    return feature, canonical, feature in _INTERNAL_FEATURES
 
 
 def _check_item(item: EvidenceItem, facts: ClipFacts) -> tuple[str, str]:
@@ -1319,16 +1290,8 @@ def _modality_fits(facts: ClipFacts, space: LabelSpace) -> dict[str, tuple[dict[
     if facts.has_text:
         counts: dict[str, float] = {"neutral": TEXT_NEUTRAL_PSEUDO}
         hits = 0
-        memo = _WORD_CONCEPTS
         for text, *_ in facts.words:
-            concepts = memo.get(text)
-            if concepts is None:
-                entry = sp.lexicon_entry(text.strip("'"), sp.nrc_lexicon())
-                concepts = tuple(c for c in (sp.NRC_TO_CONCEPT.get(category) for category in
-                                             (entry[1] if entry else ())) if c)
-                if len(memo) < 200_000:
-                    memo[text] = concepts
-            for concept in concepts:
+            for concept in _word_concepts(text):
                 counts[concept] = counts.get(concept, 0.0) + 1.0
                 hits += 1
         probabilities = _to_space(counts, space, tables)
@@ -1350,7 +1313,14 @@ def _specialists():
 
 
 _SP = None
-_WORD_CONCEPTS: dict[str, tuple[str, ...]] = {}  # normalised word -> NRC concepts (memo)
+
+
+@lru_cache(maxsize=200_000)
+def _word_concepts(text: str) -> tuple[str, ...]:
+    """The NRC concepts of a normalised word."""
+    sp = _specialists()
+    entry = sp.lexicon_entry(text.strip("'"), sp.nrc_lexicon())
+    return tuple(c for c in (sp.NRC_TO_CONCEPT.get(category) for category in (entry[1] if entry else ())) if c)
 _SPACE_TABLES: dict[tuple, dict[str, Any]] = {}
 
 
@@ -1552,21 +1522,19 @@ def _cot_score(steps: Sequence[str], label: str, considered: set[str], facts: Cl
     else:
         states = leads = 0.0
     score = (coverage + enough + states + leads) / 4
-    key = (len(available), missing, n_steps, leads, states, None if states else label)
-    reason = _COT_REASONS.get(key)
-    if reason is None:
-        notes = [f"modalities {len(available) - len(missing)}/{len(available)}"
-                 + (f" (not considered: {', '.join(missing)})" if missing else ""),
-                 f"{n_steps} step(s)" + ("" if enough else " (fewer than 2)"),
-                 "an intermediate step leads to the label" if leads else "no intermediate step leads to the label",
-                 "the last step states the label" if states else f"the last step does not state the label {label!r}"]
-        reason = "; ".join(notes)
-        if len(_COT_REASONS) < 10_000:
-            _COT_REASONS[key] = reason
-    return round(score, 4), reason
+    return round(score, 4), _cot_reason(len(available), missing, n_steps, leads, states, None if states else label)
 
 
-_COT_REASONS: dict[tuple, str] = {}  # what S_cot's reason depends on -> the reason (memo)
+@lru_cache(maxsize=10_000)
+def _cot_reason(n_available: int, missing: tuple[str, ...], n_steps: int, leads: float, states: float,
+                label: str | None) -> str:
+    """S_cot's reason from what it depends on (`label`: None when the last step states it)."""
+    notes = [f"modalities {n_available - len(missing)}/{n_available}"
+             + (f" (not considered: {', '.join(missing)})" if missing else ""),
+             f"{n_steps} step(s)" + ("" if n_steps >= 2 else " (fewer than 2)"),
+             "an intermediate step leads to the label" if leads else "no intermediate step leads to the label",
+             "the last step states the label" if states else f"the last step does not state the label {label!r}"]
+    return "; ".join(notes)
 
 
 # -- scores ---------------------------------------------------------------------------------
