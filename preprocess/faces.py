@@ -34,13 +34,32 @@ face_landmark_cpu.pbtxt (ROI -> landmarks), all Apache-2.0.
    axis; MediaPipe's z is in the same scale as x), as yaw, pitch, roll in degrees. A
    weak-perspective approximation: pitch reads about +5..+10 degrees for a level
    frontal face because the mesh's forehead point sits behind its chin point.
-5. Action units are ESTIMATES from landmark geometry, not FACS coding: distances over
-   the inter-ocular distance (outer eye corners), rotated into the face frame; for each
-   track a neutral baseline (the 10th percentile of each measure over the track, or
-   the 90th for measures that fall when the AU acts) is subtracted and the excess
-   squashed to 0..1 with 1 - exp(-excess / scale). Each AU uses the cue the FACS manual
-   names for it (Ekman, Friesen & Hager 2002): AU12 = lip corners pulled up and out,
-   AU4 = brows lowered and drawn together, AU26 = jaw dropped, etc. (`_AU_RULES`).
+5. Expressions: with `FaceConfig.expression`, every face gets the probabilities of the
+   FER2013 expression model on fer's crop of the same picture (preprocess.expression).
+6. Action units are ESTIMATES from landmark geometry, not FACS coding. Each AU uses the
+   cue the FACS manual names for it (Ekman, Friesen & Hager 2002): AU12 = lip corners
+   pulled up and out, AU4 = brows lowered and drawn together, AU26 = jaw dropped, etc.
+   (`_AU_RULES`). The geometry is normalised for face shape and size: distances in the
+   face's own frame (in-plane rotation removed) over the inter-ocular distance (outer eye
+   corners). A cue's excess over neutral is squashed to 0..1 with
+   1 - exp(-excess / scale). Which neutral:
+   - a track with a neutral phase (the expression model's arg-max is neutral in at least
+     MIN_NEUTRAL_FRAMES = 5 of its frames, at least NEUTRAL_PHASE_SHARE = 15% of them)
+     is measured against the median of those neutral frames: the person's own face at
+     rest, which removes their face shape exactly (`neutral_baseline`);
+   - any other face (stills, short tracks, an expression held for the whole track, or
+     the expression model switched off) is measured in absolute terms against typical
+     neutral measures (NEUTRAL_MEASURES: the median of 47 labelled neutral faces), with
+     a per-AU tolerance for how much neutral faces differ (NEUTRAL_TOLERANCE: three in
+     four of those neutral faces read 0).
+   Why not a baseline from the track itself, as a percentile of its own frames: an
+   expression held through the whole clip (posed stills, an actor saying one sentence
+   in one emotion) then is its own baseline and every AU reads about 0 (issue 13). A
+   neutral phase is recognised by the expression model rather than by geometry, because
+   geometry alone cannot tell a resting face from a held one. On CK+ peaks (posed, no
+   neutral phase) the absolute estimates follow the EMFACS prototypes: AU6/AU12 0.71/0.77
+   for happiness, AU1/AU2 0.50/0.34 for surprise, AU9 0.62 for disgust, AU15 0.36 for
+   sadness (benchmarks/expression_bench.py).
 
 Alternatives (`FaceConfig.au_backend`): "pyfeat" uses py-feat's detector when installed
 with its weights; "openface-csv" reads OpenFace 2 FeatureExtraction output
@@ -54,7 +73,7 @@ import math
 import os
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
 
@@ -104,26 +123,33 @@ _INTERPRETERS: dict[tuple[str, int], tuple[object, threading.Lock]] = {}
 _INTERPRETERS_LOCK = threading.Lock()
 
 
-def _interpreter(path: Path, threads: int) -> tuple[object, threading.Lock]:
+def litert_interpreter(path: Path, threads: int, error: type[MerforgeError] = FaceModelError,
+                       what: str = "face model", missing_hint: str = "") -> tuple[object, threading.Lock]:
+    """A cached LiteRT interpreter for the .tflite model at `path`, with its lock.
+
+    Raises `error` (FaceModelError unless the caller names its own type) when the file is
+    missing ("<what> not found at <path>; <missing_hint>", by default how to set
+    face.model_dir), when LiteRT cannot be imported, or when the model does not load.
+    """
     key = (str(path), threads)
     with _INTERPRETERS_LOCK:
         cached = _INTERPRETERS.get(key)
     if cached is not None:
         return cached
     if not path.is_file():
-        raise FaceModelError(f"face model not found at {path}; set face.model_dir to a folder holding "
-                             f"{DETECTOR_FILE} and {LANDMARK_FILE} (MediaPipe 0.10.21), or leave it empty "
-                             "for the vendored copies")
+        raise error(f"{what} not found at {path}; " + (missing_hint or (
+            f"set face.model_dir to a folder holding {DETECTOR_FILE} and {LANDMARK_FILE} (MediaPipe 0.10.21), "
+            "or leave it empty for the vendored copies")))
     try:
         from ai_edge_litert.interpreter import Interpreter
-    except ImportError as error:
-        raise FaceModelError(f"cannot import the LiteRT interpreter ({error}); install ai-edge-litert") from None
+    except ImportError as failure:
+        raise error(f"cannot import the LiteRT interpreter ({failure}); install ai-edge-litert") from None
     try:
         with _quiet_native_stderr():
             interpreter = Interpreter(model_path=str(path), num_threads=threads)
             interpreter.allocate_tensors()
-    except (ValueError, RuntimeError) as error:
-        raise FaceModelError(f"cannot load face model {path}: {error}") from None
+    except (ValueError, RuntimeError) as failure:
+        raise error(f"cannot load {what} {path}: {failure}") from None
     with _INTERPRETERS_LOCK:
         return _INTERPRETERS.setdefault(key, (interpreter, threading.Lock()))
 
@@ -243,8 +269,8 @@ class FaceMeshModel:
         self._models()
 
     def _models(self):
-        detector = _interpreter(self.model_dir / DETECTOR_FILE, self.threads)
-        mesh = _interpreter(self.model_dir / LANDMARK_FILE, self.threads)
+        detector = litert_interpreter(self.model_dir / DETECTOR_FILE, self.threads)
+        mesh = litert_interpreter(self.model_dir / LANDMARK_FILE, self.threads)
         return detector, mesh
 
     # detection ----------------------------------------------------------------------
@@ -484,16 +510,27 @@ _AU_RULES: dict[str, _AURule] = {
     "AU26": _AURule({"jaw": 1.0}, True, 0.12),  # jaw drops
 }
 AU_NAMES = tuple(_AU_RULES)
-BASELINE_PERCENTILE = 10.0
-# Tracks with fewer observations than this have no trustworthy neutral of their own and
-# use NEUTRAL_MEASURES instead (as do still pictures).
-MIN_BASELINE_OBSERVATIONS = 10
-# Typical neutral measures (IOD units) for still pictures and short tracks: rough values
-# read from the closed-mouth faces of tests/data/faces and the 10th/90th percentiles over
-# WolfgangLanger_Pexels.mp4. A person's own baseline (a long track) is always better.
+# A track has a neutral phase when the expression model calls at least this many of its
+# frames neutral (arg-max), and they are at least this share of the track's frames: a
+# second at 5 fps, and enough of the track that a few misread frames cannot make one.
+MIN_NEUTRAL_FRAMES = 5
+NEUTRAL_PHASE_SHARE = 0.15
+# Typical neutral measures (IOD units) for still pictures and tracks without a neutral
+# phase: the median over the 47 FER+ neutral faces of ../shared/data/labelled (each
+# enlarged 4x with expression.enlarge_face_crop), printed by benchmarks/expression_bench.py.
 NEUTRAL_MEASURES = {
-    "mouth_open": 0.01, "mouth_width": 0.60, "eye_open": 0.08, "brow_inner": 0.25, "brow_mid": 0.23,
-    "brow_outer": 0.145, "brow_gap": 0.32, "corner_lift": 0.0, "nose_eye": 0.37, "cheek_eye": 0.44, "jaw": 0.72,
+    "mouth_open": 0.018, "mouth_width": 0.519, "eye_open": 0.103, "brow_inner": 0.252, "brow_mid": 0.205,
+    "brow_outer": 0.127, "brow_gap": 0.334, "corner_lift": 0.016, "nose_eye": 0.403, "cheek_eye": 0.465,
+    "jaw": 0.621,
+}
+# People differ in face shape, so against typical measures an AU's cue must exceed the
+# neutral value by this much (IOD units) before it counts: the 75th percentile of the
+# cue's excess over NEUTRAL_MEASURES among the same 47 neutral faces, so that three in
+# four neutral faces read 0 (expression_bench.py). Against a person's own neutral the
+# tolerance is 0.
+NEUTRAL_TOLERANCE = {
+    "AU1": 0.015, "AU2": 0.017, "AU4": 0.036, "AU5": 0.010, "AU6": 0.021, "AU7": 0.015, "AU9": 0.016,
+    "AU12": 0.034, "AU15": 0.018, "AU20": 0.046, "AU25": 0.020, "AU26": 0.130,
 }
 
 
@@ -506,22 +543,23 @@ def _rule_values(rule: _AURule, measures: np.ndarray) -> np.ndarray:
 
 
 def estimate_aus(measures: np.ndarray, neutral: np.ndarray | None = None) -> list[dict[str, float]]:
-    """AU estimates (0..1) for rows of raw measures (n, len(MEASURES)) of ONE face track.
+    """AU estimates (0..1) for rows of raw measures (n, len(MEASURES)) of ONE face.
 
-    The neutral baseline of each AU's cue is its 10th percentile over the track (90th
-    for cues that fall), or the cue computed on `neutral` (one row of measures) when
-    given; the excess over neutral is squashed with 1 - exp(-excess / scale). These are
+    Each AU's cue is compared with the same cue on `neutral` (one row of measures: the
+    person's own neutral, see `neutral_baseline`), or, when None, on NEUTRAL_MEASURES
+    less the AU's NEUTRAL_TOLERANCE; the excess over neutral is squashed with
+    1 - exp(-excess / scale). Rows are independent
+    of each other, so an expression held in every row keeps its estimate. These are
     geometric estimates of AU intensity, not FACS coding.
     """
     measures = np.atleast_2d(np.asarray(measures, dtype=np.float64))
+    typical = neutral is None
+    neutral = _neutral_row() if typical else np.asarray(neutral, dtype=np.float64)
     out: list[dict[str, float]] = [{} for _ in range(len(measures))]
     for name, rule in _AU_RULES.items():
         values = _rule_values(rule, measures)
-        if neutral is not None:
-            base = float(_rule_values(rule, np.atleast_2d(neutral))[0])
-        else:
-            base = float(np.percentile(values, BASELINE_PERCENTILE if rule.rises else 100 - BASELINE_PERCENTILE))
-        excess = (values - base) if rule.rises else (base - values)
+        base = float(_rule_values(rule, np.atleast_2d(neutral))[0])
+        excess = ((values - base) if rule.rises else (base - values)) - (NEUTRAL_TOLERANCE[name] if typical else 0.0)
         estimate = 1.0 - np.exp(-np.clip(excess, 0.0, None) / rule.scale)
         for row, value in zip(out, estimate):
             row[name] = round(float(value), 4)
@@ -530,6 +568,26 @@ def estimate_aus(measures: np.ndarray, neutral: np.ndarray | None = None) -> lis
 
 def _neutral_row() -> np.ndarray:
     return np.array([NEUTRAL_MEASURES[m] for m in MEASURES])
+
+
+def neutral_baseline(measures: np.ndarray, expressions: Sequence[dict[str, float]]) -> np.ndarray | None:
+    """A face track's own neutral measures, or None when the track has no neutral phase.
+
+    `measures`: (n, len(MEASURES)) rows of one track; `expressions`: the expression
+    model's probabilities for the same rows (empty dicts where it did not run). The
+    track has a neutral phase when the model's arg-max is neutral in at least
+    MIN_NEUTRAL_FRAMES rows making at least NEUTRAL_PHASE_SHARE of the track; the
+    baseline is then the median of those rows' measures (the median, so that a few
+    misread rows do not move it).
+    """
+    measures = np.atleast_2d(np.asarray(measures, dtype=np.float64))
+    if len(expressions) != len(measures):
+        raise ValueError(f"{len(measures)} rows of measures but {len(expressions)} expression results")
+    neutral = [i for i, probabilities in enumerate(expressions)
+               if probabilities and max(probabilities, key=probabilities.get) == "neutral"]
+    if len(neutral) < MIN_NEUTRAL_FRAMES or len(neutral) < NEUTRAL_PHASE_SHARE * len(measures):
+        return None
+    return np.median(measures[neutral], axis=0)
 
 
 # -- tracks and the primary face -------------------------------------------------------
@@ -645,16 +703,21 @@ class _Pending:
     measures: np.ndarray  # (len(MEASURES),) float32
     landmarks: np.ndarray | None = None  # (468, 3) float32, only with keep_landmarks
     aus: dict[str, float] | None = None  # set directly by the pyfeat / openface backends
+    expression: dict[str, float] = field(default_factory=dict)  # concept -> probability (face.expression)
 
 
 class FaceAnalyzer:
-    """Frame consumer: faces, tracks, head pose and AU estimates at `config.fps`.
+    """Frame consumer: faces, tracks, head pose, expression probabilities and AU estimates
+    at `config.fps`.
 
     Analyses the frame at or after each point of a 1/fps grid (like KeyframeCandidates)
     at its coded size (`frame.native`), downscaled to a long side of 1280 px when
-    larger; boxes and landmarks are reported in SOURCE pixels. Per observation only a
-    small vector of measures is kept (plus the 468 points with `keep_landmarks`, ~5.6 KB
-    each); AU baselines need the whole track, so AUs are computed in `finish()`.
+    larger; boxes and landmarks are reported in SOURCE pixels. With config.expression,
+    every face also gets the expression model's probabilities (preprocess.expression,
+    on fer's crop of the same picture). Per observation only a small vector of measures
+    is kept (plus the 468 points with `keep_landmarks`, ~5.6 KB each); whether a track
+    has a neutral phase to take its AU baseline from needs the whole track, so AUs are
+    computed in `finish()`.
 
     After `finish()`: `observations` (one FaceObservation per face per analysed frame,
     time-ordered), `analysed_times` (every analysed time, with or without a face),
@@ -663,8 +726,9 @@ class FaceAnalyzer:
     `speaking_times`: optional (start, end) seconds of speech; they break ties between
     candidate primary faces (see mark_primary); `assign_primary` can apply them later.
     `source_path`: the video, needed by au_backend "openface-csv" to find
-    <openface_csv_dir>/<stem>.csv. Raises FaceModelError, FaceBackendUnavailable or
-    OpenFaceCsvError at construction when the configured backend cannot run.
+    <openface_csv_dir>/<stem>.csv. Raises FaceModelError, ExpressionModelError,
+    FaceBackendUnavailable or OpenFaceCsvError at construction when a configured model or
+    backend cannot run.
     """
 
     def __init__(self, config: FaceConfig, *, threads: int = 1, keep_landmarks: bool = False,
@@ -681,11 +745,18 @@ class FaceAnalyzer:
         self.observations: list[FaceObservation] = []
         self.frame_size: tuple[int, int] | None = None  # source (width, height)
         self.seconds_analysing = 0.0  # wall time spent in the face models and geometry
+        self.neutral_tracks: list[int] = []  # after finish(): tracks whose AUs use their own neutral phase
         self._tracker = IouTracker(config.track_iou)
         self._pending: list[_Pending] = []
         self._next_time = 0.0
         self._finished = False
         self._pyfeat = PyFeatBackend() if config.au_backend == "pyfeat" else None
+        self.expression_model = None
+        if config.expression:
+            from merforge.preprocess.expression import ExpressionModel
+
+            self.expression_model = ExpressionModel(config.expression_model or None, threads=threads)
+        self.seconds_expression = 0.0  # wall time in the expression model (crop included), part of seconds_analysing
         self._openface: list[FaceObservation] | None = None
         if config.au_backend == "openface-csv":
             if source_path is None or not config.openface_csv_dir:
@@ -715,6 +786,11 @@ class FaceAnalyzer:
         ids = self._tracker.assign(time, boxes)
         pyfeat_aus = self._pyfeat.aus(bgr, [f.detection.box for f in faces]) if (self._pyfeat and faces) else None
         for k, (face, box, track_id) in enumerate(zip(faces, boxes, ids)):
+            expression: dict[str, float] = {}
+            if self.expression_model is not None:
+                expression_started = perf_counter()
+                expression = {c: round(p, 4) for c, p in self.expression_model.predict(bgr, face.detection.box).items()}
+                self.seconds_expression += perf_counter() - expression_started
             points = face.landmarks.copy()
             points /= scale
             self._pending.append(_Pending(
@@ -723,25 +799,30 @@ class FaceAnalyzer:
                 head_pose=tuple(round(v, 2) for v in head_pose(points)),
                 measures=np.array([face_measures(points)[m] for m in MEASURES], np.float32),
                 landmarks=points if self.keep_landmarks else None,
-                aus=pyfeat_aus[k] if pyfeat_aus is not None else None,
+                aus=pyfeat_aus[k] if pyfeat_aus is not None else None, expression=expression,
             ))
         self.seconds_analysing += perf_counter() - started
 
     def finish(self, end_time: float) -> None:
-        """Compute per-track AU baselines and estimates, then choose primary faces."""
+        """Compute AU estimates per track (against the track's own neutral phase where it
+        has one, else NEUTRAL_MEASURES: see `neutral_baseline`), then choose primary faces."""
         by_track: dict[int, list[_Pending]] = {}
         for item in self._pending:
             by_track.setdefault(item.track_id, []).append(item)
-        for items in by_track.values():
+        self.neutral_tracks = []
+        for track_id, items in by_track.items():
             if all(i.aus is not None for i in items):
                 continue
             measures = np.stack([i.measures for i in items])
-            neutral = _neutral_row() if len(items) < MIN_BASELINE_OBSERVATIONS else None
+            neutral = neutral_baseline(measures, [i.expression for i in items])
+            if neutral is not None:
+                self.neutral_tracks.append(track_id)
             for item, aus in zip(items, estimate_aus(measures, neutral)):
                 if item.aus is None:
                     item.aus = aus
         observations = [FaceObservation(time=i.time, track_id=i.track_id, box=i.box, score=i.score,
-                                        aus=i.aus or {}, head_pose=i.head_pose) for i in self._pending]
+                                        aus=i.aus or {}, head_pose=i.head_pose, expression=i.expression)
+                        for i in self._pending]
         self._finished = True
         self.assign_primary(self.speaking_times, observations)
         if self._openface is not None:
@@ -800,8 +881,9 @@ class FaceAnalyzer:
 
 def analyse_image(bgr: np.ndarray, config: FaceConfig | None = None, *, tiles: bool = True) -> list[FaceObservation]:
     """Faces in one still BGR uint8 picture: time 0, track ids 0.. in detection order,
-    boxes in pixels, AU estimates against typical neutral measures (NEUTRAL_MEASURES,
-    since a still has no track to take a baseline from), the largest face primary."""
+    boxes in pixels, expression probabilities (with config.expression), AU estimates
+    against typical neutral measures (NEUTRAL_MEASURES, since a still has no neutral
+    phase to take a baseline from), the largest face primary."""
     analyzer = FaceAnalyzer(config or FaceConfig(), tiles=tiles)
     analyzer.analyse_frame(bgr, 0.0)
     analyzer.finish(0.0)

@@ -28,7 +28,15 @@ from merforge import __version__
 from merforge.errors import MerforgeError, resource_error
 from merforge.preprocess import asr as asr_module
 from merforge.preprocess.media import AUDIO_RATE, read_wav
-from merforge.preprocess.timeline import AU_NAMES, assign_speakers, build_timeline, canonical_au, word_table
+from merforge.preprocess.expression import EXPRESSION_CONCEPTS
+from merforge.preprocess.timeline import (
+    AU_NAMES,
+    EXPRESSION_COLUMNS,
+    assign_speakers,
+    build_timeline,
+    canonical_au,
+    word_table,
+)
 from merforge.progress import NoProgress, Progress
 from merforge.storage.records import (
     Clip,
@@ -112,8 +120,12 @@ def read_faces(workspace: Workspace, source_id: str) -> tuple[list[FaceObservati
             aus = {name: row[name] for name in AU_NAMES if row.get(name) is not None}
             pose = (row["yaw"], row["pitch"], row["roll"]) if row.get("yaw") is not None else None
             observations.append(FaceObservation(time=row["time"], track_id=row["track_id"],
+            # files written before the expression model ran have no expr_ columns: empty
+            expression = {concept: row[name] for concept, name in zip(EXPRESSION_CONCEPTS, EXPRESSION_COLUMNS)
+                          if row.get(name) is not None}
                                                 box=(row["x"], row["y"], row["width"], row["height"]),
-                                                score=row["score"], aus=aus, head_pose=pose, primary=row["primary"]))
+                                                score=row["score"], aus=aus, head_pose=pose, primary=row["primary"],
+                                                expression=expression))
     return observations, times, backend
 
 
@@ -125,7 +137,7 @@ def write_faces(folder: Path, observations: list[FaceObservation], analysed_time
     frames = pa.table({"time": analysed_times, "faces": [counts.get(t, 0) for t in analysed_times]})
     frames = frames.replace_schema_metadata({"backend": backend})
     rows: dict[str, list] = {k: [] for k in ("time", "track_id", "x", "y", "width", "height", "score", "primary",
-                                             *AU_NAMES, "yaw", "pitch", "roll")}
+                                             *AU_NAMES, *EXPRESSION_COLUMNS, "yaw", "pitch", "roll")}
     for face in observations:
         aus = {canonical_au(k): v for k, v in face.aus.items()}
         rows["time"].append(face.time)
@@ -138,12 +150,15 @@ def write_faces(folder: Path, observations: list[FaceObservation], analysed_time
             rows[name].append(aus.get(name))
         pose = face.head_pose or (None, None, None)
         for key, value in zip(("yaw", "pitch", "roll"), pose):
+        for concept, name in zip(EXPRESSION_CONCEPTS, EXPRESSION_COLUMNS):
+            rows[name].append(face.expression.get(concept))
             rows[key].append(value)
     schema = pa.schema([("time", pa.float64()), ("track_id", pa.int64()), ("x", pa.float64()), ("y", pa.float64()),
                         ("width", pa.float64()), ("height", pa.float64()), ("score", pa.float64()),
                         ("primary", pa.bool_()), *[(n, pa.float64()) for n in AU_NAMES],
                         ("yaw", pa.float64()), ("pitch", pa.float64()), ("roll", pa.float64())])
     _write_parquet(folder / "faces.parquet", pa.table(rows, schema=schema))
+                        *[(n, pa.float64()) for n in EXPRESSION_COLUMNS],
     _write_parquet(folder / "face_frames.parquet", frames)
 
 
@@ -170,7 +185,12 @@ def summarise_faces(observations: list[FaceObservation], analysed: list[float], 
             if values:
                 mean_aus[name] = round(float(np.mean(values)), 4)
     return FaceSummary(frames_analysed=len(times), presence=round(len(with_face) / len(times), 4), tracks=len(tracks),
-                       primary_track=primary_track, mean_aus=mean_aus, backend=backend)
+                       primary_track=primary_track, mean_aus=mean_aus, mean_expression=mean_expression,
+                       backend=backend)
+    # Mean of the primary face's expression probabilities over the frames where the model ran.
+    expressed = [f.expression for f in primary if f.expression]
+    mean_expression = {concept: round(float(np.mean([e.get(concept, 0.0) for e in expressed])), 4)
+                       for concept in EXPRESSION_CONCEPTS} if expressed else {}
 
 
 def _clip_turns(turns: list[SpeakerTurn], start: float, end: float) -> tuple[SpeakerTurn, ...]:

@@ -170,6 +170,10 @@ def _face_backend(face_config) -> str:
     names = {"geometry": "mediapipe 0.10.21 face mesh (LiteRT) + geometric AU estimates",
              "pyfeat": "mediapipe face mesh (LiteRT) + py-feat AU detector",
              "openface-csv": "mediapipe face mesh (LiteRT) + OpenFace 2 CSV AUs"}
+    if face_config.expression:
+        from merforge.preprocess.expression import MODEL_NAME
+
+        return f"{names[face_config.au_backend]} + expressions: {MODEL_NAME}"
     return names[face_config.au_backend]
 
 

@@ -4,8 +4,9 @@ Pure functions over measured streams (times in seconds from the source start):
 words and speaker turns from ASR and diarization, a prosody track (10 ms F0 and
 intensity), and face observations from the sampling pass. Each timeline row at time t
 holds what was measured nearest to t: who speaks, which word is being spoken, F0,
-intensity, voicing, whether a face is present, the primary face's AU estimates and head
-pose. Arrow schemas are derived from the rows, not written twice.
+intensity, voicing, whether a face is present, the primary face's AU estimates, expression
+probabilities (`expr_<concept>`) and head pose. Arrow schemas are derived from the rows, not
+written twice.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
+from merforge.preprocess.expression import EXPRESSION_CONCEPTS
 from merforge.storage.records import FaceObservation, SpeakerTurn, Word
 
 AU_NAMES = ("AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU12", "AU15", "AU20", "AU25", "AU26")
+# Expression-model probability columns of the primary face, one per concept: "expr_happiness", ...
+EXPRESSION_COLUMNS = tuple(f"expr_{concept}" for concept in EXPRESSION_CONCEPTS)
 
 
 def canonical_au(name: str) -> str:
@@ -81,7 +85,7 @@ def build_timeline(
     turns = sorted(turns, key=lambda t: t.start)
     columns: dict[str, list] = {k: [] for k in ("time", "speaker", "word", "f0", "intensity", "voiced",
                                                 "faces_analysed", "face_present", "face_count", *AU_NAMES,
-                                                "yaw", "pitch", "roll")}
+                                                *EXPRESSION_COLUMNS, "yaw", "pitch", "roll")}
     for t in times:
         columns["time"].append(round(float(t), 4))
         turn = _covering(turns, t)
@@ -110,6 +114,9 @@ def build_timeline(
         aus = {canonical_au(k): v for k, v in (face.aus.items() if face else [])}
         for name in AU_NAMES:
             columns[name].append(aus.get(name))
+        expression = face.expression if face else {}
+        for concept, name in zip(EXPRESSION_CONCEPTS, EXPRESSION_COLUMNS):
+            columns[name].append(expression.get(concept))
         pose = face.head_pose if face and face.head_pose else (None, None, None)
         for key, value in zip(("yaw", "pitch", "roll"), pose):
             columns[key].append(value)
@@ -128,6 +135,9 @@ TIMELINE_SCHEMA = pa.schema(
         pa.field("face_present", pa.bool_(), metadata={"description": "a face was found (null: not analysed)"}),
         pa.field("face_count", pa.int64()),
         *[pa.field(name, pa.float64(), metadata={"description": f"{name} estimate of the primary face"}) for name in AU_NAMES],
+        *[pa.field(name, pa.float64(), metadata={"description": f"probability of {concept} from the expression model, "
+                                                                f"primary face (null: no face, or the model did not run)"})
+          for concept, name in zip(EXPRESSION_CONCEPTS, EXPRESSION_COLUMNS)],
         pa.field("yaw", pa.float64(), metadata={"description": "degrees"}),
         pa.field("pitch", pa.float64(), metadata={"description": "degrees"}),
         pa.field("roll", pa.float64(), metadata={"description": "degrees"}),

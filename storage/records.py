@@ -199,9 +199,15 @@ class FaceSummary(_Record):
     frames_analysed: int = 0
     presence: float = 0.0  # share of analysed frames with a face, 0..1
     tracks: int = 0
+    # concept (anger, disgust, fear, happiness, neutral, sadness, surprise) -> probability from the
+    # expression model (preprocess.expression), summing to 1; empty where it did not run
+    expression: dict[str, float] = Field(default_factory=dict)
     primary_track: int | None = None
     mean_aus: dict[str, float] = Field(default_factory=dict)  # primary face, over the clip
-    backend: str = ""
+    # primary face, over the clip: mean expression-model probability per concept (sums to 1); empty
+    # where the model did not run
+    mean_expression: dict[str, float] = Field(default_factory=dict)
+    backend: str = ""  # the face models and AU backend that ran (the expression model included)
 
 
 class ClipFeatures(_Record):
