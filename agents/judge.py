@@ -9,7 +9,10 @@ each is checked against the measured features in its time range (`check_claims`)
 - AU claims ("AU12 estimate 0.79", "smile", "frown", "raised brows", "no smile") against
   the AU estimates of the primary face: numbers within AU_TOLERANCE of the mean, words
   for an action against AU_ACTIVE (mean >= 0.30: present; < AU_INACTIVE = 0.15: absent;
-  between: unverifiable).
+  between: unverifiable). Evidence items with feature "expr_<concept>" (the expression
+  model's probability of a concept) against FaceSummary.mean_expression over the whole
+  clip or the timeline column of that name over a window, within AU_TOLERANCE; written
+  in step text ("happiness probability 0.85") they are model-internal, unverifiable.
 - Prosody ("F0 mean 237 Hz", "rising pitch", "high pitch", "loud", "pause", "fast
   speech", HNR, jitter, shimmer, rates) against ProsodyStats over the whole clip and the
   timeline (F0, intensity) over a shorter window. Pitch direction is the least-squares F0
@@ -44,9 +47,11 @@ Scores (constants below):
   annotations' label distributions (leave-one-out; label_probabilities, else one-hot;
   reliability default 1.0), and label_fit (below). With no other usable annotation,
   S_rec = label_fit.
-- label_fit(label) = weighted mean over the modalities measured of: visual, the EMFACS
-  prototype probability of the label relative to the best label (specialists.VisualAgent's
-  prototypes, temperature and neutral level); audio, exp(-0.5 z^2) with z the gap between
+- label_fit(label) = weighted mean over the modalities measured of: visual, the
+  expression model's mean probability of the label over the clip relative to the best
+  label (FaceSummary.mean_expression), or where it did not run the EMFACS prototype
+  probability over the mean AUs (specialists' prototypes, temperature and neutral
+  level); audio, exp(-0.5 z^2) with z the gap between
   the arousal predicted from prosody (specialists' ridge model) and the label's circumplex
   arousal over the model's held-out RMSE (prosody measures arousal, hardly valence:
   Scherer 2003); text, the NRC lexicon's share for the label relative to the best label
@@ -309,7 +314,7 @@ class ClipFacts:
             words=words, word_index=index, speakers=speakers, pauses=pauses,
             has_text=bool(words),
             has_audio=bool(evidence.has_audio and prosody.f0_mean is not None),
-            has_visual=bool(evidence.has_video and faces.frames_analysed and faces.mean_aus),
+            has_visual=bool(evidence.has_video and faces.frames_analysed and (faces.mean_aus or faces.mean_expression)),
             _times_array=times_array, _timeline=timeline,
         )
 
@@ -677,8 +682,8 @@ _TOLERANCES = {"f0_mean": (6.0, 0.04), "f0": (6.0, 0.04), "f0_sd": (5.0, 0.1), "
 
 
 def _tolerance_of(feature: str, measured: float) -> float:
-    if feature.startswith("AU"):
-        return AU_TOLERANCE
+    if feature.startswith("AU") or feature.startswith("expr_"):
+        return AU_TOLERANCE  # probabilities, 0..1 and rounded to 2 decimals like AU estimates
     if feature in ("f0_mean", "f0"):
         return max(6.0, 0.04 * abs(measured))
     if feature in ("f0_sd", "f0_range"):
@@ -708,7 +713,7 @@ def _fmt(feature: str, value: float) -> str:
 @lru_cache(maxsize=10_000)
 def _format_of(feature: str) -> tuple[str, str]:
     """(format spec, unit) of `_fmt`."""
-    digits = 2 if feature.startswith("AU") or feature in ("voiced_fraction", "face_presence") else (
+    digits = 2 if feature.startswith(("AU", "expr_")) or feature in ("voiced_fraction", "face_presence") else (
         3 if feature in ("jitter_local", "shimmer_local") else (0 if feature in ("words", "pause_count") else 1))
     return f".{digits}f", _UNITS.get(feature, "")
 
@@ -737,6 +742,16 @@ def _measure(feature: str, facts: ClipFacts, start: float, end: float) -> tuple[
         if window is not None:
             values.append(window)
         return values, "" if values else f"no {feature} estimate in {_span_text(start, end)}"
+    if feature.startswith("expr_"):  # expression-model probability of a concept (timeline column expr_<concept>)
+        if not facts.has_visual:
+            return [], "no face was analysed in the clip"
+        concept = feature[5:]
+        if whole and concept in facts.faces.mean_expression:
+            values.append(facts.faces.mean_expression[concept])
+        window = facts.window_mean(feature, start, end)
+        if window is not None:
+            values.append(window)
+        return values, "" if values else f"no {feature} measured in {_span_text(start, end)}"
     if feature == "face_presence":
         return ([facts.faces.presence] if whole else []), "" if whole else "presence is measured per clip"
     if feature == "words":
@@ -1202,7 +1217,8 @@ def _item_feature(raw: str) -> tuple[str, str, bool]:
     canonical = ""
     if feature:
         canonical = _ITEM_FEATURES.get(feature) or _FEATURE_ALIASES.get(feature.lower()) or (
-            f"AU{int(feature[2:]):02d}" if feature[:2].upper() == "AU" and feature[2:].isdigit() else "")
+            f"AU{int(feature[2:]):02d}" if feature[:2].upper() == "AU" and feature[2:].isdigit() else "") or (
+            feature if feature.startswith("expr_") and feature[5:] in CONCEPTS else "")
     return feature, canonical, feature in _INTERNAL_FEATURES
 
 
@@ -1258,7 +1274,13 @@ def _modality_fits(facts: ClipFacts, space: LabelSpace) -> dict[str, tuple[dict[
     sp = _specialists()
     tables = _space_tables(space)
     out: dict[str, tuple[dict[str, float], float, str]] = {}
-    if facts.has_visual:
+    if facts.has_visual and facts.faces.mean_expression:
+        # the expression model's mean probabilities over the clip, on the space's labels
+        probabilities = _to_space(facts.faces.mean_expression, space, tables)
+        top = max(probabilities.values())
+        out["visual"] = ({k: v / top for k, v in probabilities.items()}, 1.0,
+                         "the expression model's mean probabilities")
+    elif facts.has_visual:
         aus = facts.faces.mean_aus
         activation = {}
         for concept, proto in tables["prototypes"]:
