@@ -47,6 +47,12 @@ most of their evidence items cite; no evidence or a tie: none). Each modality's 
 give a weighted soft vote; the clip is flagged when two modalities each back a label with
 probability >= CONFLICT_MIN_CONFIDENCE and the labels differ.
 
+Coverage: an answer records the share c (0..1) of the clip its modality covered
+(agents.coverage: face presence, voiced seconds, confident words). Its soft vote becomes
+c q + (1 - c) / K, so an answer that saw a face in a tenth of the clip lends the
+consensus only a tenth of its certainty. Answers without a coverage (LLM endpoints) keep
+theirs. Abstentions (status ABSTAINED) never vote and count in `n_abstained`.
+
 `build_consensus` is the record-level entry point; it also routes (routing.route_many),
 so every returned Consensus carries a route, its reasons and a review priority.
 """
@@ -58,6 +64,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import chain
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import sparse
@@ -66,6 +73,9 @@ from merforge.agents.labels import LabelSpace
 from merforge.perf import gc_paused, trusted_maker
 from merforge.storage.config import RouteConfig
 from merforge.storage.records import Annotation, AnnotationStatus, Consensus, JudgeScores
+
+if TYPE_CHECKING:
+    from merforge.agents.calibration import WorkspaceCalibration
 
 MODALITIES = ("text", "audio", "visual")
 OFFLINE_MODALITY = {"text": "text", "acoustic": "audio", "audio": "audio", "visual": "visual"}
@@ -316,6 +326,7 @@ class AnnotationTable:
     valence: np.ndarray
     arousal: np.ndarray
     multi_label: bool = False
+    coverage: np.ndarray | None = None  # (n, W) share of the clip the answer's modality covered; NaN: not measured
 
     @property
     def n_labels(self) -> int:
@@ -392,7 +403,7 @@ def tabulate(annotations_by_clip: Mapping[str, Sequence[Annotation]],
 
     An answer is VALID when its status is OK and its label is in the space (synonyms
     normalised); INVALID when it is not (bad status or label outside the space); ABSTAINED
-    when the agent said it had no input (reason "abstained: ..."). Clips keep the mapping's
+    when the agent said it had nothing to judge (status ABSTAINED). Clips keep the mapping's
     order; annotators are sorted by id. When one annotator answered a clip twice, a valid
     answer beats an invalid one, otherwise the later one wins.
     """
@@ -419,6 +430,7 @@ def _tabulate(annotations_by_clip: Mapping[str, Sequence[Annotation]],
     injection_reason = [""] * n
     nan = math.nan
     ok = AnnotationStatus.OK
+    abstained = AnnotationStatus.ABSTAINED
     # one slot per (clip, annotator), at i * W + w; a valid answer beats an invalid one, otherwise the later
     # one wins (all of a slot's fields are the later answer's)
     size = n * n_w
@@ -429,6 +441,7 @@ def _tabulate(annotations_by_clip: Mapping[str, Sequence[Annotation]],
     intensity_slots = [nan] * size
     valence_slots = [nan] * size
     arousal_slots = [nan] * size
+    coverage_slots = [nan] * size
     prob_rows: dict[int, list[float]] = {}
     label_sets: dict[int, list[int]] = {}
     code_of = index.get
@@ -447,9 +460,9 @@ def _tabulate(annotations_by_clip: Mapping[str, Sequence[Annotation]],
                     code = _label_code(label, index, space)
             else:
                 code = -1
-            if code < 0 or a.reason.startswith("abstained"):
+            if code < 0:
                 if state_slots[key] != VALID:
-                    state_slots[key] = INVALID if code < 0 else ABSTAINED
+                    state_slots[key] = ABSTAINED if a.status == abstained else INVALID
                 continue
             state_slots[key] = VALID
             code_slots[key] = code
@@ -464,6 +477,8 @@ def _tabulate(annotations_by_clip: Mapping[str, Sequence[Annotation]],
             valence_slots[key] = nan if value is None else value
             value = a.arousal
             arousal_slots[key] = nan if value is None else value
+            value = a.coverage
+            coverage_slots[key] = nan if value is None else value
             probabilities = a.label_probabilities
             if not probabilities:
                 if key in prob_rows:
@@ -508,12 +523,19 @@ def _tabulate(annotations_by_clip: Mapping[str, Sequence[Annotation]],
     positive = total > 0
     np.divide(soft, np.where(positive, total, 1.0), out=soft)
     np.copyto(soft, votes, where=~positive)
+    coverage = np.array(coverage_slots, dtype=float)
+    shrink = np.flatnonzero(~np.isnan(coverage) & (coverage < 1.0))
+    if shrink.size:  # an answer that covered a share c of the clip keeps c of its soft vote; the rest is uniform
+        flat = soft.reshape(size, k)
+        c = np.clip(coverage[shrink], 0.0, 1.0)[:, None]
+        flat[shrink] = c * flat[shrink] + (1.0 - c) / k
+    coverage = coverage.reshape(n, n_w)
     state, s_final_arr, modality = state.reshape(n, n_w), s_final_arr.reshape(n, n_w), modality.reshape(n, n_w)
     numbers = numbers.reshape(3, n, n_w)
     return AnnotationTable(clip_ids=clip_ids, annotator_ids=annotator_ids, labels=labels, matrix=matrix, state=state,
                            votes=votes, soft=soft, s_final=s_final_arr, modality=modality, injection=injection,
                            injection_reason=injection_reason, intensity=numbers[0], valence=numbers[1],
-                           arousal=numbers[2], multi_label=multi_label)
+                           arousal=numbers[2], multi_label=multi_label, coverage=coverage)
 
 
 
@@ -552,6 +574,10 @@ class ConsensusTable:
     n_valid: np.ndarray  # answers that voted
     n_invalid: np.ndarray  # invalid / refused / error answers
     n_answers: np.ndarray  # every answer, abstentions included
+    n_abstained: np.ndarray  # answers that had nothing to judge
+    n_agreeing: np.ndarray  # valid answers whose label is the chosen one
+    annotator_ids: list[str]
+    agreeing_confidence: np.ndarray  # (n, W) an agreeing answer's own soft vote for the label; NaN elsewhere
     s_final_agreeing: np.ndarray  # mean S_final of valid answers whose label is the chosen one; NaN: none scored
     injection: np.ndarray
     injection_reason: list[str]
@@ -656,16 +682,23 @@ def _weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.divide(summed, total, out=np.full(values.shape[0], np.nan), where=total > 0)
 
 
-def _modality_conflicts(table: AnnotationTable, weights: np.ndarray, min_confidence: float
-                        ) -> tuple[np.ndarray, list[str]]:
+def _modality_conflicts(table: AnnotationTable, weights: np.ndarray, min_confidence: float,
+                        calibration: "WorkspaceCalibration | None" = None) -> tuple[np.ndarray, list[str]]:
+    """Per modality a vote of its answers (with a calibration: its agents' posterior, so an
+    agent whose answer carries no information, such as "neutral" from words that carry no
+    emotion, backs nothing), and the clips where two modalities confidently differ."""
     n = len(table.clip_ids)
     mod_label = np.full((n, len(MODALITIES)), -1)
     mod_conf = np.zeros((n, len(MODALITIES)))
     for m in range(len(MODALITIES)):
-        w = np.where((table.modality == m) & (table.state == VALID), weights, 0.0)
-        scores = np.einsum("iw,iwk->ik", w, table.soft)
-        total = scores.sum(axis=1, keepdims=True)
-        proba = np.divide(scores, total, out=np.zeros_like(scores), where=total > 0)
+        mine = (table.modality == m) & (table.state == VALID)
+        if calibration is not None:
+            proba = calibration.posterior(np.where(mine, table.matrix, -1), table.annotator_ids, table.soft)
+        else:
+            w = np.where(mine, weights, 0.0)
+            scores = np.einsum("iw,iwk->ik", w, table.soft)
+            total = scores.sum(axis=1, keepdims=True)
+            proba = np.divide(scores, total, out=np.zeros_like(scores), where=total > 0)
         mod_label[:, m] = _argmax_or_none(proba)
         mod_conf[:, m] = proba.max(axis=1)
     confident = (mod_label >= 0) & (mod_conf >= min_confidence)
@@ -687,11 +720,15 @@ def _modality_conflicts(table: AnnotationTable, weights: np.ndarray, min_confide
 def consensus_table(table: AnnotationTable, aggregation: str = "weighted",
                     multi_label_threshold: float = MULTI_LABEL_THRESHOLD,
                     conflict_min_confidence: float = CONFLICT_MIN_CONFIDENCE,
-                    dawid_skene: DawidSkene | None = None) -> ConsensusTable:
+                    dawid_skene: DawidSkene | None = None,
+                    calibration: "WorkspaceCalibration | None" = None) -> ConsensusTable:
     """Consensus arrays for every clip of `table` (see the module docstring for each vote).
 
     Dawid-Skene is fitted on the whole table (one model for the run) unless a fitted-to-
-    this-table `dawid_skene` is passed.
+    this-table `dawid_skene` is passed. With a `calibration` (agents.calibration, fitted on
+    labelled clips over the same labels) the distribution is its posterior, whatever
+    `aggregation` says: the agents' confusions measured against truth replace their
+    self-reported and run-estimated reliability; the table's `aggregation` reads "calibrated".
     """
     if aggregation not in AGGREGATIONS:
         raise AggregationError(f"aggregation {aggregation!r} is not known; choose one of {', '.join(AGGREGATIONS)}")
@@ -705,6 +742,13 @@ def consensus_table(table: AnnotationTable, aggregation: str = "weighted",
     ds_label = ds.labels_
     dist, label = {"weighted": (weighted_dist, weighted_label), "majority": (majority_dist, majority_label),
                    "dawid_skene": (ds_dist, ds_label)}[aggregation]
+    if calibration is not None:
+        if tuple(calibration.labels) != tuple(table.labels):
+            raise AggregationError(f"the calibration was fitted on labels {', '.join(calibration.labels)}, not on "
+                                   f"{', '.join(table.labels)}; run `merforge calibrate` again for this label space")
+        dist = calibration.posterior(table.matrix, table.annotator_ids, table.soft)
+        label = _argmax_or_none(dist)
+        aggregation = "calibrated"
     n = len(table.clip_ids)
     rows = np.arange(n)
     confidence = np.where(label >= 0, dist[rows, np.maximum(label, 0)], 0.0)
@@ -716,13 +760,18 @@ def consensus_table(table: AnnotationTable, aggregation: str = "weighted",
         chosen |= dist >= multi_label_threshold
     agreeing = valid & (table.matrix == label[:, None]) & (label[:, None] >= 0)
     s_final_agreeing = _weighted_mean(np.where(agreeing, table.s_final, np.nan), agreeing.astype(float))
-    conflict, conflict_reason = _modality_conflicts(table, weights, conflict_min_confidence)
+    conflict, conflict_reason = _modality_conflicts(table, weights, conflict_min_confidence, calibration)
     return ConsensusTable(
         clip_ids=table.clip_ids, labels=table.labels, aggregation=aggregation, label=label, distribution=dist,
         confidence=confidence, entropy=normalised_entropy(dist), margin=margin, chosen=chosen,
         majority_label=majority_label, weighted_label=weighted_label, dawid_skene_label=ds_label,
         conflict=conflict, conflict_reason=conflict_reason, n_valid=valid.sum(axis=1),
         n_invalid=(table.state == INVALID).sum(axis=1), n_answers=(table.state != ABSENT).sum(axis=1),
+        n_abstained=(table.state == ABSTAINED).sum(axis=1), n_agreeing=agreeing.sum(axis=1),
+        annotator_ids=table.annotator_ids,
+        agreeing_confidence=np.where(agreeing, np.take_along_axis(
+            table.soft, np.maximum(label, 0)[:, None, None].repeat(table.soft.shape[1], axis=1), axis=2)[:, :, 0]
+            if k else np.nan, np.nan),
         s_final_agreeing=s_final_agreeing, injection=table.injection, injection_reason=table.injection_reason,
         intensity=_weighted_mean(table.intensity, weights), valence=_weighted_mean(table.valence, weights),
         arousal=_weighted_mean(table.arousal, weights), multi_label=table.multi_label, dawid_skene=ds)
@@ -730,7 +779,8 @@ def consensus_table(table: AnnotationTable, aggregation: str = "weighted",
 
 def build_consensus(annotations_by_clip: Mapping[str, Sequence[Annotation]],
                     scores_by_annotation: Mapping[str, JudgeScores] | None, space: LabelSpace,
-                    route_config: RouteConfig | None = None, route: bool = True) -> dict[str, Consensus]:
+                    route_config: RouteConfig | None = None, route: bool = True,
+                    calibration: "WorkspaceCalibration | None" = None) -> dict[str, Consensus]:
     """One routed `Consensus` per clip: tabulate, aggregate (route_config.aggregation picks the
     label), then `routing.route_many` (route, reasons, priority). With route=False the records
     keep the default route (review) and no reasons."""
@@ -738,9 +788,9 @@ def build_consensus(annotations_by_clip: Mapping[str, Sequence[Annotation]],
 
     route_config = route_config or RouteConfig()
     table = tabulate(annotations_by_clip, scores_by_annotation, space)
-    result = consensus_table(table, route_config.aggregation)
+    result = consensus_table(table, route_config.aggregation, calibration=calibration)
     if route:
-        route_many(result, route_config)
+        route_many(result, route_config, calibration)
     return result.to_records()
 
 

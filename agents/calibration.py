@@ -153,3 +153,252 @@ def threshold_for_precision(conf, correct, target: float) -> PrecisionThreshold:
     best = ok[-1]  # the lowest confidence that still reaches the target
     return PrecisionThreshold(threshold=float(sorted_conf[last[best]]), precision=float(precision[best]),
                               reviews_needed=int(n - accepted[best]), coverage=float(accepted[best] / n))
+
+
+# -- per-agent and consensus calibration from labelled clips ----------------------------
+#
+# A curator who has true labels for some clips (a labelled CSV, or the reviewed clips of
+# the workspace) can tell each agent's reliability from them, instead of trusting what the
+# agents say of themselves:
+#
+# - per agent, an isotonic map from its own probability for the label it gave (its soft
+#   vote after coverage, as aggregation sees it) to P(that label is right), and its
+#   confusion matrix P(answer j | true k) with add-one smoothing (the Dawid-Skene
+#   parameters, estimated from truth instead of by EM);
+# - for the consensus, an isotonic map from consensus confidence to P(right) and the
+#   lowest confidence whose accepted clips reach `target_precision` (threshold_for_precision),
+#   with a Wilson interval on that precision.
+#
+# The fitted maps are stored as their breakpoints (JSON in the workspace), so routing reads
+# them without scikit-learn state.
+
+
+@dataclass(frozen=True)
+class IsotonicMap:
+    """A monotone piecewise-linear map 0..1 -> 0..1 given by breakpoints (scikit-learn's
+    IsotonicRegression X_thresholds_ / y_thresholds_); flat outside them."""
+
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+
+    def __call__(self, conf) -> np.ndarray:
+        conf = np.asarray(conf, dtype=float)
+        if not self.x:
+            return np.full(conf.shape, np.nan)
+        return np.interp(conf, self.x, self.y)
+
+    @classmethod
+    def fit(cls, conf, correct) -> "IsotonicMap":
+        fitted = fit_calibration(conf, correct).model
+        return cls(tuple(float(v) for v in fitted.X_thresholds_), tuple(float(v) for v in fitted.y_thresholds_))
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a proportion (Wilson, JASA 22, 1927); (nan, nan) for n = 0."""
+    if n <= 0:
+        return math.nan, math.nan
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class AgentCalibration:
+    """One agent's reliability measured on labelled clips. `confusion[k][j]` = P(the agent
+    answers label j | the truth is label k), rows in `labels` order, add-one smoothed."""
+
+    annotator_id: str
+    n: int  # labelled clips the agent gave a label for
+    abstained: int  # labelled clips it abstained on
+    accuracy: float
+    ece_before: float
+    ece_after: float  # in-sample
+    precision: IsotonicMap  # own probability for its label -> P(label right)
+    confusion: tuple[tuple[float, ...], ...]
+    curve: dict  # reliability diagram of the raw probabilities: edges, confidence, accuracy, count
+
+
+@dataclass(frozen=True)
+class ConsensusCalibration:
+    n: int
+    accuracy: float
+    ece_before: float
+    ece_after: float
+    precision: IsotonicMap  # consensus confidence -> P(label right)
+    threshold: float  # lowest confidence whose accepted clips reach the target precision; inf: unreachable
+    threshold_precision: float
+    threshold_interval: tuple[float, float]  # Wilson 95% interval of that precision
+    threshold_coverage: float  # share of the labelled clips at or above the threshold
+    curve: dict
+
+
+def _curve_dict(curve: ReliabilityCurve) -> dict:
+    clean = lambda values: [None if not np.isfinite(v) else round(float(v), 4) for v in values]  # noqa: E731
+    return {"edges": clean(curve.edges), "confidence": clean(curve.confidence), "accuracy": clean(curve.accuracy),
+            "count": [int(c) for c in curve.count]}
+
+
+@dataclass(frozen=True)
+class WorkspaceCalibration:
+    """What `merforge calibrate` fits and routing reads: per-agent calibrations, the class
+    prior, the consensus calibration, and where the truth came from."""
+
+    labels: tuple[str, ...]
+    target_precision: float
+    prior: tuple[float, ...]
+    agents: dict[str, AgentCalibration]
+    consensus: ConsensusCalibration | None
+    provenance: dict
+
+    # -- use --------------------------------------------------------------------------
+
+    def agent_precision(self, annotator_ids, confidence: np.ndarray) -> np.ndarray:
+        """(n, W) calibrated precision of each answer's label; NaN where the agent has no calibration."""
+        confidence = np.asarray(confidence, dtype=float)
+        out = np.full(confidence.shape, np.nan)
+        for w, annotator in enumerate(annotator_ids):
+            agent = self.agents.get(annotator)
+            if agent is not None:
+                column = confidence[:, w]
+                have = np.isfinite(column)
+                out[have, w] = agent.precision(column[have])
+        return out
+
+    def posterior(self, matrix: np.ndarray, annotator_ids, soft: np.ndarray) -> np.ndarray:
+        """(n, K) P(truth | answers): the prior times each calibrated agent's confusion
+        column for its answer (Dawid-Skene with the confusions measured on labelled clips);
+        an agent without calibration contributes its own soft vote as likelihood. Rows with
+        no answer are all zero."""
+        matrix = np.asarray(matrix)
+        n, k = matrix.shape[0], len(self.labels)
+        log_post = np.tile(np.log(np.asarray(self.prior, dtype=float)), (n, 1))
+        for w, annotator in enumerate(annotator_ids):
+            answered = matrix[:, w] >= 0
+            if not answered.any():
+                continue
+            agent = self.agents.get(annotator)
+            if agent is not None:
+                confusion = np.asarray(agent.confusion, dtype=float)  # (K true, K answered)
+                log_post[answered] += np.log(confusion[:, matrix[answered, w]].T)
+            else:
+                log_post[answered] += np.log(np.clip(soft[answered, w], 1e-6, None))
+        log_post -= log_post.max(axis=1, keepdims=True)
+        post = np.exp(log_post)
+        post /= post.sum(axis=1, keepdims=True)
+        post[~(matrix >= 0).any(axis=1)] = 0.0
+        return post
+
+    # -- storage ----------------------------------------------------------------------
+
+    def to_json(self) -> dict:
+        def agent_json(a: AgentCalibration) -> dict:
+            return {"n": a.n, "abstained": a.abstained, "accuracy": a.accuracy, "ece_before": a.ece_before,
+                    "ece_after": a.ece_after, "precision_map": {"x": list(a.precision.x), "y": list(a.precision.y)},
+                    "confusion": [list(row) for row in a.confusion], "curve": a.curve}
+
+        consensus = None
+        if self.consensus is not None:
+            c = self.consensus
+            consensus = {"n": c.n, "accuracy": c.accuracy, "ece_before": c.ece_before, "ece_after": c.ece_after,
+                         "precision_map": {"x": list(c.precision.x), "y": list(c.precision.y)},
+                         "threshold": None if not math.isfinite(c.threshold) else c.threshold,
+                         "threshold_precision": None if not math.isfinite(c.threshold_precision)
+                         else c.threshold_precision,
+                         "threshold_interval": [None if not math.isfinite(v) else v for v in c.threshold_interval],
+                         "threshold_coverage": c.threshold_coverage, "curve": c.curve}
+        return {"version": 1, "labels": list(self.labels), "target_precision": self.target_precision,
+                "prior": list(self.prior), "agents": {k: agent_json(v) for k, v in self.agents.items()},
+                "consensus": consensus, "provenance": self.provenance}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "WorkspaceCalibration":
+        try:
+            agents = {name: AgentCalibration(
+                annotator_id=name, n=int(a["n"]), abstained=int(a["abstained"]), accuracy=float(a["accuracy"]),
+                ece_before=_num(a["ece_before"]), ece_after=_num(a["ece_after"]),
+                precision=IsotonicMap(tuple(a["precision_map"]["x"]), tuple(a["precision_map"]["y"])),
+                confusion=tuple(tuple(float(v) for v in row) for row in a["confusion"]), curve=a["curve"])
+                for name, a in data["agents"].items()}
+            c = data.get("consensus")
+            consensus = None if c is None else ConsensusCalibration(
+                n=int(c["n"]), accuracy=float(c["accuracy"]), ece_before=_num(c["ece_before"]),
+                ece_after=_num(c["ece_after"]),
+                precision=IsotonicMap(tuple(c["precision_map"]["x"]), tuple(c["precision_map"]["y"])),
+                threshold=math.inf if c["threshold"] is None else float(c["threshold"]),
+                threshold_precision=_num(c["threshold_precision"]),
+                threshold_interval=tuple(_num(v) for v in c["threshold_interval"]),
+                threshold_coverage=float(c["threshold_coverage"]), curve=c["curve"])
+            return cls(labels=tuple(data["labels"]), target_precision=float(data["target_precision"]),
+                       prior=tuple(float(v) for v in data["prior"]), agents=agents, consensus=consensus,
+                       provenance=dict(data.get("provenance", {})))
+        except (KeyError, TypeError, ValueError) as error:
+            raise CalibrationError(f"calibration file is malformed ({type(error).__name__}: {error}); "
+                                   "run `merforge calibrate` again") from None
+
+
+def _num(value) -> float:
+    return math.nan if value is None else float(value)
+
+
+def fit_workspace_calibration(matrix: np.ndarray, soft: np.ndarray, state_abstained: np.ndarray,
+                              annotator_ids, labels, truth: np.ndarray, target_precision: float,
+                              provenance: dict, min_answers: int = 10) -> WorkspaceCalibration:
+    """Fit per-agent and consensus calibration from labelled clips.
+
+    `matrix` (n, W) answer codes (-1: none), `soft` (n, W, K) soft votes as aggregation sees
+    them, `state_abstained` (n, W) bool, `truth` (n,) true label codes (-1: unknown; those
+    rows are ignored). Agents with fewer than `min_answers` labelled answers get no
+    calibration (too little to trust). The consensus calibration uses the calibrated
+    posterior (`WorkspaceCalibration.posterior`), fitted on the same clips: in-sample, so
+    measure it on held-out clips (benchmarks/label_quality_bench.py does).
+    """
+    truth = np.asarray(truth)
+    known = truth >= 0
+    if known.sum() < 2:
+        raise CalibrationError(f"need at least 2 labelled clips with answers to calibrate, got {int(known.sum())}")
+    matrix, soft, abstained, truth = matrix[known], soft[known], state_abstained[known], truth[known]
+    k = len(labels)
+    counts = np.bincount(truth, minlength=k).astype(float)
+    prior = tuple(float(v) for v in (counts + 1) / (counts.sum() + k))
+    agents = {}
+    for w, annotator in enumerate(annotator_ids):
+        answered = matrix[:, w] >= 0
+        if answered.sum() < min_answers:
+            continue
+        given = matrix[answered, w]
+        true = truth[answered]
+        conf = soft[answered, w][np.arange(given.size), given]
+        correct = given == true
+        confusion = np.ones((k, k))
+        np.add.at(confusion, (true, given), 1.0)
+        confusion /= confusion.sum(axis=1, keepdims=True)
+        precision = IsotonicMap.fit(conf, correct)
+        curve = reliability_curve(conf, correct)
+        agents[annotator] = AgentCalibration(
+            annotator_id=annotator, n=int(answered.sum()), abstained=int(abstained[:, w].sum()),
+            accuracy=float(correct.mean()), ece_before=float(curve.ece),
+            ece_after=float(expected_calibration_error(precision(conf), correct)), precision=precision,
+            confusion=tuple(tuple(round(float(v), 6) for v in row) for row in confusion), curve=_curve_dict(curve))
+    calibration = WorkspaceCalibration(labels=tuple(labels), target_precision=target_precision, prior=prior,
+                                       agents=agents, consensus=None, provenance=provenance)
+    post = calibration.posterior(matrix, annotator_ids, soft)
+    has = post.sum(axis=1) > 0
+    if has.sum() >= 2:
+        conf = post[has].max(axis=1)
+        correct = post[has].argmax(axis=1) == truth[has]
+        precision = IsotonicMap.fit(conf, correct)
+        threshold = threshold_for_precision(conf, correct, target_precision)
+        accepted = conf >= threshold.threshold
+        interval = wilson_interval(int(correct[accepted].sum()), int(accepted.sum()))
+        calibration = WorkspaceCalibration(
+            labels=calibration.labels, target_precision=target_precision, prior=prior, agents=agents,
+            consensus=ConsensusCalibration(
+                n=int(has.sum()), accuracy=float(correct.mean()),
+                ece_before=float(expected_calibration_error(conf, correct)),
+                ece_after=float(expected_calibration_error(precision(conf), correct)), precision=precision,
+                threshold=threshold.threshold, threshold_precision=threshold.precision,
+                threshold_interval=interval, threshold_coverage=threshold.coverage,
+                curve=_curve_dict(reliability_curve(conf, correct))),
+            provenance=provenance)
+    return calibration

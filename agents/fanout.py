@@ -33,7 +33,7 @@ class ClipResult:
 def agreement(annotations: Sequence[Annotation]) -> tuple[str | None, float, float]:
     """(top label, share of valid answers giving it, mean probability of it among all valid answers)."""
     # Agents that abstained (no words, no voice, no face) hold no opinion: they do not vote.
-    valid = [a for a in annotations if a.status == AnnotationStatus.OK and a.label and not a.reason.startswith("abstained")]
+    valid = [a for a in annotations if a.status == AnnotationStatus.OK and a.label]
     if not valid:
         return None, 0.0, 0.0
     label, votes = Counter(a.label for a in valid).most_common(1)[0]

@@ -1685,6 +1685,14 @@ def _zero(annotation: Annotation, weights: tuple[float, float, float], reason: s
         "sufficiency_reason": reason})
 
 
+def abstained_scores(annotation: Annotation, weights: tuple[float, float, float], judge: str) -> JudgeScores:
+    """An abstention has no label and no reasoning to score: status "abstained", every score
+    None, so it weighs in no average (neither as a good nor as a bad answer)."""
+    why = f"abstained: {annotation.reason or 'nothing to judge'}"
+    return JudgeScores(annotation_id=annotation.id, clip_id=annotation.clip_id, annotator_id=annotation.annotator_id,
+                       judge=judge, status="abstained", reason=why, weights=weights)
+
+
 # JudgeScores(**fields) / ClaimCheck(**fields) without the keyword-argument call: the same validation
 _JUDGE_SCORES_VALIDATOR = JudgeScores.__pydantic_validator__.validate_python
 
@@ -1739,6 +1747,9 @@ def judge_clip(annotations: Sequence[Annotation], facts: ClipFacts, space: Label
     results = []
     for annotation, ok, dist in zip(annotations, usable, dists):
         if annotation.status != ok_status:
+            if annotation.status == AnnotationStatus.ABSTAINED:
+                results.append(abstained_scores(annotation, triple, JUDGE_NAME))
+                continue
             why = f"annotation status {annotation.status}: {annotation.reason or 'no reason given'}"
             results.append(_zero(annotation, triple, why))
             continue

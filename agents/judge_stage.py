@@ -45,9 +45,12 @@ class JudgeReport:
     reliabilities: dict[str, float] = field(default_factory=dict)
     mean_s_final: dict[str, float] = field(default_factory=dict)  # per annotator
     judge_status: Counter = field(default_factory=Counter)
+    abstained: Counter = field(default_factory=Counter)  # per annotator: answers with nothing to judge
+    calibrated: bool = False  # routed with <workspace>/calibration.json
 
     def as_dict(self) -> dict:
         return {"clips": self.clips, "annotations": self.annotations, "routes": dict(self.routes),
+                "abstained": dict(self.abstained), "calibrated": self.calibrated,
                 "reliabilities": {k: round(v, 3) for k, v in self.reliabilities.items()},
                 "mean_s_final": {k: round(v, 3) for k, v in self.mean_s_final.items()},
                 "judge_status": dict(self.judge_status)}
@@ -117,7 +120,12 @@ def judge_workspace(workspace: Workspace, progress: Progress | None = None) -> J
                                                  report.reliabilities, config.judge.sufficiency)
             progress.advance(1)
     scores_by_annotation = {s.annotation_id: s for scores in scores_by_clip.values() for s in scores}
-    consensus = build_consensus(annotations_by_clip, scores_by_annotation, space, config.route, route=True)
+    from merforge.agents.calibrate_stage import load_calibration
+
+    calibration = load_calibration(workspace)
+    report.calibrated = calibration is not None
+    consensus = build_consensus(annotations_by_clip, scores_by_annotation, space, config.route, route=True,
+                                calibration=calibration)
 
     judge_hash = config.judge_hash()
     finals: dict[str, list[float]] = {}
@@ -125,6 +133,8 @@ def judge_workspace(workspace: Workspace, progress: Progress | None = None) -> J
         scores = scores_by_clip.get(clip.id, [])
         for s in scores:
             report.judge_status[s.status] += 1
+            if s.status == "abstained":
+                report.abstained[s.annotator_id] += 1
             if s.s_final is not None:
                 finals.setdefault(s.annotator_id, []).append(s.s_final)
         decided = consensus[clip.id]

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from merforge.agents.evidence import ClipEvidence, serialise
-from merforge.agents.judge import ClipFacts, cot_score
+from merforge.agents.judge import ClipFacts, abstained_scores, cot_score
 from merforge.agents.labels import LabelSpace
 from merforge.agents.openai_agent import (
     AnswerParseError,
@@ -162,6 +162,8 @@ class LLMJudge:
         a, b, c = self.weights.recognition, self.weights.reasoning, self.weights.cot
         base: dict[str, Any] = {"annotation_id": annotation.id, "clip_id": annotation.clip_id,
                                 "annotator_id": annotation.annotator_id, "judge": self.name, "weights": (a, b, c)}
+        if annotation.status == AnnotationStatus.ABSTAINED:
+            return abstained_scores(annotation, (a, b, c), self.name)
         if annotation.status != AnnotationStatus.OK:
             why = f"annotation status {annotation.status}: {annotation.reason or 'no reason given'}"
             return JudgeScores(**base, reason=why, s_rec=0.0, s_reason=0.0, s_cot=0.0, s_final=0.0,

@@ -2,8 +2,18 @@
 
 A clip goes to **review** when any of these holds (thresholds from `RouteConfig`):
 
-- no valid answer at all ("no valid answers");
-- its consensus confidence is below `min_confidence` ("confidence 0.42 < 0.60");
+- every agent abstained ("no agent had evidence"; with `no_evidence = "mark"` the clip is
+  routed NO_EVIDENCE instead: no label, not queued), or no valid answer at all ("no valid
+  answers");
+- its consensus confidence is below `min_confidence` ("confidence 0.42 < 0.60"); with a
+  workspace calibration (`merforge calibrate`), below the calibrated threshold instead: the
+  lowest confidence at which the labelled clips accepted reached `target_precision`
+  ("confidence 0.71 < 0.83, the calibrated threshold for precision 0.95"; no threshold
+  reaches it: "no calibrated threshold reaches precision 0.95");
+- fewer than `min_agreeing_agents` informative agents back the label, and none of those
+  that do has a calibrated precision >= `target_precision` at its own confidence ("only 1
+  informative agent backs surprise (2 needed)"): one agent, however sure, is not
+  agreement;
 - the mean S_final of the answers that agree with the chosen label is below `min_s_final`
   ("mean S_final 0.31 < 0.50"); clips whose agreeing answers the judge did not score are
   not held back by this rule;
@@ -35,14 +45,20 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from typing import TYPE_CHECKING
+
 from merforge.agents.aggregate import ConsensusTable
 from merforge.perf import gc_paused
 from merforge.storage.config import RouteConfig
 from merforge.storage.records import Annotation, AnnotationStatus, Consensus, JudgeScores, Route
 
-ROUTES = (Route.AUTO_ACCEPT, Route.REVIEW, Route.AUDIT)
-AUTO_ACCEPT, REVIEW, AUDIT = 0, 1, 2
+if TYPE_CHECKING:
+    from merforge.agents.calibration import WorkspaceCalibration
+
+ROUTES = (Route.AUTO_ACCEPT, Route.REVIEW, Route.AUDIT, Route.NO_EVIDENCE)
+AUTO_ACCEPT, REVIEW, AUDIT, NO_EVIDENCE = 0, 1, 2, 3
 INJECTION_REASON = "instruction-like text in the transcript"
+NO_EVIDENCE_REASON = "no agent had evidence"
 
 
 def audit_draw(clip_ids: Sequence[str], seed: int) -> np.ndarray:
@@ -63,18 +79,36 @@ def review_priority(margin: np.ndarray, conflict: np.ndarray) -> np.ndarray:
 def _route_arrays(clip_ids: Sequence[str], has_label: np.ndarray, confidence: np.ndarray,
                   s_final_agreeing: np.ndarray, conflict: np.ndarray, conflict_reason: Sequence[str],
                   injection: np.ndarray, injection_reason: Sequence[str], n_invalid: np.ndarray,
-                  n_answers: np.ndarray, config: RouteConfig) -> tuple[np.ndarray, list[tuple[str, ...]]]:
-    """Route codes and reasons; the one rule set behind `route` and `route_many`."""
+                  n_answers: np.ndarray, config: RouteConfig, n_abstained: np.ndarray | None = None,
+                  n_agreeing: np.ndarray | None = None, best_agent_precision: np.ndarray | None = None,
+                  calibrated_threshold: float | None = None) -> tuple[np.ndarray, list[tuple[str, ...]]]:
+    """Route codes and reasons; the one rule set behind `route` and `route_many`.
+
+    `n_abstained`, `n_agreeing`: per clip; None skips those rules. `best_agent_precision`:
+    the highest calibrated precision among the agreeing answers (NaN: none calibrated).
+    `calibrated_threshold`: the consensus calibration's threshold (inf: unreachable; None:
+    no calibration, so `min_confidence` applies)."""
     n = len(clip_ids)
     no_label = ~has_label
-    low_confidence = has_label & (confidence < config.min_confidence)
+    n_abstained = np.zeros(n, dtype=int) if n_abstained is None else np.asarray(n_abstained)
+    no_evidence = no_label & (n_answers > 0) & (n_abstained == n_answers)
+    threshold = config.min_confidence if calibrated_threshold is None else calibrated_threshold
+    low_confidence = has_label & (np.asarray(confidence, float) < threshold - 1e-12)
+    if n_agreeing is None:
+        too_few = np.zeros(n, dtype=bool)
+    else:
+        best = np.full(n, np.nan) if best_agent_precision is None else np.asarray(best_agent_precision, float)
+        vouched = ~np.isnan(best) & (best >= config.target_precision - 1e-12)
+        too_few = has_label & (np.asarray(n_agreeing) < config.min_agreeing_agents) & ~vouched
     low_s_final = has_label & ~np.isnan(s_final_agreeing) & (s_final_agreeing < config.min_s_final)
     conflicted = conflict & config.review_conflicts
     injected = injection & config.review_injections
     invalid_share = np.divide(n_invalid, n_answers, out=np.zeros(n), where=n_answers > 0)
     too_invalid = (n_invalid > 0) & (invalid_share > config.max_invalid_share)
-    review = no_label | low_confidence | low_s_final | conflicted | injected | too_invalid
+    review = no_label | low_confidence | low_s_final | conflicted | injected | too_invalid | too_few
     routes = np.where(review, REVIEW, AUTO_ACCEPT).astype(np.int8)
+    if config.no_evidence == "mark":
+        routes[no_evidence & ~injected] = NO_EVIDENCE
     accepted = np.flatnonzero(~review)
     if config.audit_share > 0 and accepted.size:
         draw = audit_draw([clip_ids[i] for i in accepted], config.seed)
@@ -91,6 +125,23 @@ def _route_arrays(clip_ids: Sequence[str], has_label: np.ndarray, confidence: np
         _review_reasons(reasons, rows, no_label, low_confidence, low_s_final, confidence, s_final_agreeing,
                         conflicted, conflict_reason, injected, injection_reason, too_invalid, n_invalid, n_answers,
                         confidence_text, s_final_text)
+        for i in rows.tolist():  # the rules of issue 13 (abstention, agreement, calibration): few clips, plain words
+            why = list(reasons[i])
+            if no_evidence[i]:
+                why = [NO_EVIDENCE_REASON if w == "no valid answers" else w for w in why]
+            if low_confidence[i] and calibrated_threshold is not None:
+                text = (f"confidence {confidence[i]:.2f} < {calibrated_threshold:.2f}, the calibrated threshold for "
+                        f"precision {config.target_precision:.2f}" if math.isfinite(calibrated_threshold) else
+                        f"no calibrated threshold reaches precision {config.target_precision:.2f}")
+                why = [text if w.startswith("confidence ") else w for w in why]
+            if too_few[i]:
+                agreeing = int(np.asarray(n_agreeing)[i])
+                text = (f"only {agreeing} informative agent{'s' if agreeing != 1 else ''} back"
+                        f"{'s' if agreeing == 1 else ''} the label ({config.min_agreeing_agents} needed)")
+                if best_agent_precision is not None and not math.isnan(best[i]):
+                    text += f"; best calibrated precision {best[i]:.2f} < {config.target_precision:.2f}"
+                why.append(text)
+            reasons[i] = tuple(why)
     return routes, reasons
 
 
@@ -122,12 +173,22 @@ def _review_reasons(reasons: list, rows: np.ndarray, no_label: np.ndarray, low_c
         reasons[i] = tuple(why)
 
 
-def route_many(consensus: ConsensusTable, config: RouteConfig) -> ConsensusTable:
-    """Route every clip of a `ConsensusTable` in place (route, route_reasons, priority); returns it."""
+def route_many(consensus: ConsensusTable, config: RouteConfig,
+               calibration: "WorkspaceCalibration | None" = None) -> ConsensusTable:
+    """Route every clip of a `ConsensusTable` in place (route, route_reasons, priority); returns it.
+    With a `calibration`, its consensus map and per-agent maps decide (module docstring)."""
+    best_agent = threshold = None
+    if calibration is not None:
+        per_answer = calibration.agent_precision(consensus.annotator_ids, consensus.agreeing_confidence)
+        have = ~np.isnan(per_answer)
+        best_agent = np.where(have.any(axis=1), np.max(np.where(have, per_answer, -1.0), axis=1), np.nan)
+        if calibration.consensus is not None:
+            threshold = calibration.consensus.threshold
     routes, reasons = _route_arrays(
         consensus.clip_ids, consensus.label >= 0, consensus.confidence, consensus.s_final_agreeing,
         consensus.conflict, consensus.conflict_reason, consensus.injection, consensus.injection_reason,
-        consensus.n_invalid, consensus.n_answers, config)
+        consensus.n_invalid, consensus.n_answers, config, n_abstained=consensus.n_abstained,
+        n_agreeing=consensus.n_agreeing, best_agent_precision=best_agent, calibrated_threshold=threshold)
     consensus.route = routes
     consensus.route_reasons = reasons
     consensus.priority = review_priority(consensus.margin, consensus.conflict)
@@ -145,7 +206,9 @@ def route(consensus: Consensus, annotations: Sequence[Annotation],
     if not isinstance(scores, Mapping):
         scores = {s.annotation_id: s for s in scores}
     answers = [a for a in annotations if a.clip_id == consensus.clip_id] or list(annotations)
-    invalid = sum(1 for a in answers if a.status != AnnotationStatus.OK or not a.label)
+    abstained = sum(1 for a in answers if a.status == AnnotationStatus.ABSTAINED)
+    invalid = sum(1 for a in answers if a.status != AnnotationStatus.OK or not a.label) - abstained
+    agreeing_answers = sum(1 for a in answers if a.status == AnnotationStatus.OK and a.label == consensus.label)
     flagged = [a for a in answers if a.injection_flag]
     agreeing = [scores[a.id].s_final for a in answers
                 if a.status == AnnotationStatus.OK and a.label == consensus.label and a.id in scores
@@ -155,7 +218,8 @@ def route(consensus: Consensus, annotations: Sequence[Annotation],
         [consensus.clip_id], np.array([consensus.label is not None]), np.array([consensus.confidence]),
         np.array([float(np.mean(agreeing)) if agreeing else math.nan]), np.array([consensus.conflict]),
         [consensus.conflict_reason], np.array([bool(flagged)]), [flagged[0].injection_reason if flagged else ""],
-        np.array([invalid]), np.array([len(answers)]), config)
+        np.array([invalid]), np.array([len(answers)]), config, n_abstained=np.array([abstained]),
+        n_agreeing=np.array([agreeing_answers]))
     priority = float(review_priority(np.array([dist[0] - dist[1]]), np.array([consensus.conflict]))[0])
     return consensus.model_copy(update={"route": ROUTES[int(routes[0])], "route_reasons": reasons[0],
                                         "priority": priority})

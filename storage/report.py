@@ -73,12 +73,38 @@ def agreement_report(workspace: Workspace) -> dict[str, Any]:
         "agents": _agents_section(annotations, boot, config.kappa_threshold, checks),
         "pipeline_vs_reviewers": _pipeline_section(decided, consensuses, boot, config.kappa_threshold, checks),
         "reviewer_vs_reviewer": _reviewer_section(decided, boot, config.kappa_threshold, config.icc_threshold, checks),
+        "answers_per_agent": store.annotation_counts(),
+        "calibration": _calibration_section(workspace),
     }
     failures = [c for c in checks if c["passed"] is False]
     report["checks"] = checks
     report["failures"] = failures
     report["passed"] = bool(checks) and not failures and all(c["passed"] is not None for c in checks)
     return _json_safe(report)
+
+
+def _calibration_section(workspace: Workspace) -> dict[str, Any]:
+    """The workspace calibration (`merforge calibrate`): per agent accuracy, ECE and the
+    reliability diagram on the labelled clips, and the consensus auto-accept threshold with
+    the 95% interval of its precision."""
+    from merforge.agents.calibrate_stage import CALIBRATION_FILE, load_calibration
+    from merforge.agents.calibration import CalibrationError
+
+    try:
+        calibration = load_calibration(workspace)
+    except CalibrationError as error:
+        return _insufficient(str(error))
+    if calibration is None:
+        return _insufficient(f"no calibration yet: run `merforge calibrate --labels FILE` (or review clips) to "
+                             f"measure each agent; it is saved as {CALIBRATION_FILE}")
+    data = calibration.to_json()
+    return {"status": "ok", "target_precision": data["target_precision"], "provenance": data["provenance"],
+            "agents": {name: {k: a[k] for k in ("n", "abstained", "accuracy", "ece_before", "ece_after", "curve")}
+                       for name, a in data["agents"].items()},
+            "consensus": None if data["consensus"] is None else
+            {k: data["consensus"][k] for k in ("n", "accuracy", "ece_before", "ece_after", "threshold",
+                                               "threshold_precision", "threshold_interval", "threshold_coverage",
+                                               "curve")}}
 
 
 def _check(checks: list, section: str, subject: str, statistic: str, value: float, threshold: float,
@@ -499,6 +525,26 @@ def render_markdown(report: dict[str, Any]) -> str:
                 lines.append(f"- {dimension}: {entry['message']}")
     else:
         lines.append(reviewers["message"])
+    lines += ["", "## Answers per agent", "", "| agent | " + " | ".join(_STATUSES) + " |",
+              "|---|" + "---|" * len(_STATUSES)]
+    lines += [f"| {_md(agent)} | " + " | ".join(str(counts.get(s, 0)) for s in _STATUSES) + " |"
+              for agent, counts in sorted(report.get("answers_per_agent", {}).items())]
+    calibration = report.get("calibration", {})
+    lines += ["", "## Calibration"]
+    if calibration.get("status") == "ok":
+        consensus = calibration["consensus"]
+        if consensus and consensus["threshold"] is not None:
+            lines.append(f"- auto-accept at consensus confidence >= {_fmt(consensus['threshold'])}: precision "
+                         f"{_fmt(consensus['threshold_precision'])} CI95 {_fmt(consensus['threshold_interval'])} on "
+                         f"{_fmt(consensus['threshold_coverage'])} of {consensus['n']} labelled clips")
+        elif consensus:
+            lines.append(f"- no consensus threshold reaches precision {calibration['target_precision']}")
+        for agent, entry in sorted(calibration["agents"].items()):
+            lines.append(f"- {_md(agent)}: accuracy {_fmt(entry['accuracy'])} on {entry['n']} labelled answers "
+                         f"({entry['abstained']} abstentions), ECE {_fmt(entry['ece_before'])} -> "
+                         f"{_fmt(entry['ece_after'])}")
+    else:
+        lines.append(calibration.get("message", "no calibration"))
     lines += ["", "## Failures"]
     if report["failures"]:
         lines += ["| section | subject | statistic | value | threshold | n |", "|---|---|---|---|---|---|"]
@@ -627,10 +673,71 @@ def render_html(report: dict[str, Any]) -> str:
         body.append(f"<p>{esc(reviewers['message'])}</p>")
     body.append("</section>")
 
+    body.append('<section id="answers"><h2>Answers per agent</h2><p>Abstentions are answers with nothing to judge '
+                '(no words, no voiced speech, no face): they have no label and are left out of every statistic '
+                'above.</p><table><tr><th>agent</th>' + "".join(f"<th>{s}</th>" for s in _STATUSES) + "</tr>")
+    for agent, counts in sorted(report.get("answers_per_agent", {}).items()):
+        body.append(f"<tr><td>{esc(agent)}</td>" + "".join(f"<td>{counts.get(s, 0)}</td>" for s in _STATUSES)
+                    + "</tr>")
+    body.append("</table></section>")
+
+    calibration = report.get("calibration", {})
+    body.append('<section id="calibration"><h2>Calibration against known labels</h2>')
+    if calibration.get("status") == "ok":
+        consensus = calibration["consensus"]
+        source = calibration["provenance"]
+        body.append(f"<p>Fitted on {source.get('clips', '?')} labelled clips"
+                    + (f" from {esc(str(source['labels_file']))}" if source.get("labels_file") else "")
+                    + (f" and {source.get('reviewed_clips', 0)} reviewed clips" if "reviewed_clips" in source else "")
+                    + f" ({esc(str(source.get('created_at', '')))}). Target precision "
+                    f"{calibration['target_precision']}.</p>")
+        if consensus:
+            if consensus["threshold"] is not None:
+                body.append(f"<p>Consensus: accuracy {_fmt(consensus['accuracy'])}; auto-accept at confidence &gt;= "
+                            f"{_fmt(consensus['threshold'])} gives precision {_fmt(consensus['threshold_precision'])} "
+                            f"(Wilson 95% {_fmt(consensus['threshold_interval'])}) on "
+                            f"{_fmt(consensus['threshold_coverage'])} of the labelled clips (in-sample).</p>")
+            else:
+                body.append(f"<p>Consensus: accuracy {_fmt(consensus['accuracy'])}; no threshold reaches the target "
+                            "precision, so every clip goes to review.</p>")
+            body.append(_reliability_svg(consensus["curve"], "consensus"))
+        for agent, entry in sorted(calibration["agents"].items()):
+            body.append(_reliability_svg(entry["curve"], f"{agent}: accuracy {_fmt(entry['accuracy'])}, "
+                                         f"n={entry['n']}, ECE {_fmt(entry['ece_before'])}"))
+    else:
+        body.append(f"<p>{esc(calibration.get('message', 'no calibration'))}</p>")
+    body.append("</section>")
+
     style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:2px 6px}tr.fail{background:#fdd}tr.pass{background:#dfd}")
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>merforge agreement report</title>"
             f"<style>{style}</style></head><body>" + "\n".join(body) + "</body></html>\n")
+
+
+_STATUSES = ("ok", "abstained", "invalid", "refused", "error")
+
+
+def _reliability_svg(curve: dict[str, Any], title: str) -> str:
+    """A reliability diagram: per confidence bin a bar of the share correct, the diagonal
+    of perfect calibration, the count under each bar; inline SVG, text escaped."""
+    size, pad = 220, 30
+    edges, accuracy, count = curve["edges"], curve["accuracy"], curve["count"]
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{size + 2 * pad}" height="{size + 2 * pad}" '
+             f'role="img" aria-label="{html.escape(title)}"><title>{html.escape(title)}</title>',
+             f'<rect x="{pad}" y="{pad}" width="{size}" height="{size}" fill="none" stroke="#999"/>',
+             f'<line x1="{pad}" y1="{pad + size}" x2="{pad + size}" y2="{pad}" stroke="#999" stroke-dasharray="4"/>']
+    for lo, hi, acc, n in zip(edges[:-1], edges[1:], accuracy, count):
+        if acc is None or not n:
+            continue
+        x, width, height = pad + lo * size, (hi - lo) * size - 1, acc * size
+        parts.append(f'<rect x="{x:.1f}" y="{pad + size - height:.1f}" width="{width:.1f}" height="{height:.1f}" '
+                     f'fill="#4a7ab5"/><text x="{x + width / 2:.1f}" y="{pad + size + 12}" font-size="8" '
+                     f'text-anchor="middle">{n}</text>')
+    parts.append(f'<text x="{pad}" y="{pad - 8}" font-size="10">{html.escape(title)}</text>'
+                 f'<text x="{pad + size / 2}" y="{pad + size + 24}" font-size="9" text-anchor="middle">confidence'
+                 f'</text><text x="10" y="{pad + size / 2}" font-size="9" transform="rotate(-90 10 {pad + size / 2})" '
+                 f'text-anchor="middle">share correct</text></svg>')
+    return "".join(parts)
 
 
 def _kappa_table(per_class: dict[str, Any], statistic: str) -> str:

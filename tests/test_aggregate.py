@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 
 from merforge.agents.aggregate import (
+    ABSTAINED,
+    INVALID,
     AnnotationTable,
     DawidSkene,
     build_consensus,
@@ -22,13 +24,15 @@ from merforge.agents.aggregate import (
     weighted_vote,
 )
 from merforge.agents.calibration import (
+    WorkspaceCalibration,
     expected_calibration_error,
+    fit_workspace_calibration,
     fit_calibration,
     reliability_curve,
     threshold_for_precision,
 )
 from merforge.agents.labels import get_space
-from merforge.agents.routing import AUDIT, AUTO_ACCEPT, REVIEW, review_queue, route, route_many
+from merforge.agents.routing import AUDIT, AUTO_ACCEPT, NO_EVIDENCE_REASON, REVIEW, review_queue, route, route_many
 from merforge.storage.config import RouteConfig
 from merforge.storage.records import Annotation, AnnotationStatus, EvidenceItem, JudgeScores, Route, annotation_id
 
@@ -232,7 +236,8 @@ def test_aggregation_choice_picks_the_label():
 
 def test_abstentions_do_not_vote_and_invalid_answers_are_counted():
     anns = [answer("c", "text", "anger")[0], answer("c", "visual", "anger")[0],
-            answer("c", "acoustic", "neutral")[0].model_copy(update={"reason": "abstained: no voiced speech"}),
+            answer("c", "acoustic", None, status=AnnotationStatus.ABSTAINED)[0].model_copy(
+                update={"reason": "no voiced speech was measured"}),
             answer("c", "gpt", "rage")[0],  # a synonym: normalised to anger
             answer("c", "claude", "bewildered")[0]]  # outside the space: invalid
     clip_ids, annotators, labels, matrix = encode(anns, EKMAN)
@@ -242,6 +247,8 @@ def test_abstentions_do_not_vote_and_invalid_answers_are_counted():
     assert by_name == {"acoustic": -1, "claude": -1, "gpt": anger, "text": anger, "visual": anger}
     c = build_consensus({"c": anns}, {}, EKMAN, RouteConfig())["c"]
     assert c.label == "anger" and c.route_reasons == ()  # 1 of 5 invalid is under max_invalid_share 0.34
+    table = tabulate({"c": anns}, {}, EKMAN)
+    assert table.state[0].tolist().count(ABSTAINED) == 1 and table.state[0].tolist().count(INVALID) == 1
 
 
 def test_multi_label_consensus():
@@ -293,7 +300,8 @@ def test_simulated_run_sends_planted_hard_clips_to_review():
 
 
 def test_audit_share_is_close_to_config_and_deterministic():
-    config = RouteConfig(audit_share=0.05, seed=11, min_confidence=0.0, min_s_final=0.0, review_conflicts=False)
+    config = RouteConfig(audit_share=0.05, seed=11, min_confidence=0.0, min_s_final=0.0, review_conflicts=False,
+                         min_agreeing_agents=1)
     _, table = simulated_table(20000, seed=2)
     first = route_many(consensus_table(table), config)
     accepted = first.route != REVIEW
@@ -399,3 +407,103 @@ def test_consensus_records_are_what_model_construct_makes(monkeypatch):
 
 
 AGGREGATIONS_UNDER_TEST = ("weighted", "majority", "dawid_skene")
+
+
+# -- abstention, coverage, agreement and calibration (issue 13) --------------------------------
+
+
+def abstention(clip: str, agent: str) -> Annotation:
+    return answer(clip, agent, None, status=AnnotationStatus.ABSTAINED)[0].model_copy(
+        update={"reason": "no face was analysed", "coverage": 0.0})
+
+
+def test_an_abstaining_agent_never_changes_a_consensus():
+    informative = [answer("c", "gpt", "anger", p=0.7)[0], answer("c", "claude", "fear", p=0.6)[0],
+                   answer("c", "text", "anger", p=0.55)[0]]
+    for aggregation in ("weighted", "majority", "dawid_skene"):
+        config = RouteConfig(aggregation=aggregation)
+        alone = build_consensus({"c": informative}, {}, EKMAN, config)["c"]
+        with_abstentions = build_consensus({"c": informative + [abstention("c", "visual"), abstention("c", "acoustic")]},
+                                           {}, EKMAN, config)["c"]
+        assert with_abstentions.label == alone.label
+        assert with_abstentions.distribution == pytest.approx(alone.distribution)
+        assert with_abstentions.route == alone.route and with_abstentions.route_reasons == alone.route_reasons
+
+
+def test_three_abstentions_go_to_review_as_no_evidence():
+    answers = [abstention("c", a) for a in ("text", "acoustic", "visual")]
+    c = build_consensus({"c": answers}, {}, EKMAN, RouteConfig(audit_share=0.0))["c"]
+    assert c.label is None and c.route == Route.REVIEW and c.route_reasons == (NO_EVIDENCE_REASON,)
+    marked = build_consensus({"c": answers}, {}, EKMAN, RouteConfig(no_evidence="mark"))["c"]
+    assert marked.route == Route.NO_EVIDENCE and marked.label is None
+    # the single-clip router says the same
+    assert route(c, answers, {}, RouteConfig()).route_reasons == (NO_EVIDENCE_REASON,)
+
+
+def test_one_sure_agent_is_not_agreement():
+    """The demo's case: only the visual agent saw anything, and it is sure: review, unless a
+    calibration shows that agent alone reaches the target precision at that confidence."""
+    answers = [answer("c", "visual", "surprise", p=0.94)[0], abstention("c", "text"), abstention("c", "acoustic")]
+    config = RouteConfig(audit_share=0.0)
+    c = build_consensus({"c": answers}, {}, EKMAN, config)["c"]
+    assert c.label == "surprise" and c.route == Route.REVIEW
+    assert c.route_reasons == ("only 1 informative agent backs the label (2 needed)",)
+    two = answers + [answer("c", "gpt", "surprise", p=0.9)[0]]
+    assert build_consensus({"c": two}, {}, EKMAN, config)["c"].route == Route.AUTO_ACCEPT
+    assert build_consensus({"c": answers}, {}, EKMAN, RouteConfig(audit_share=0.0, min_agreeing_agents=1)
+                           )["c"].route == Route.AUTO_ACCEPT
+
+
+def test_low_coverage_shrinks_an_answer_towards_uniform():
+    sure = answer("c", "visual", "surprise", p=0.94)[0]
+    full = build_consensus({"c": [sure]}, {}, EKMAN, RouteConfig())["c"]
+    glimpse = build_consensus({"c": [sure.model_copy(update={"coverage": 0.18})]}, {}, EKMAN, RouteConfig())["c"]
+    assert full.confidence == pytest.approx(0.94)
+    assert glimpse.label == "surprise" and glimpse.confidence == pytest.approx(0.18 * 0.94 + 0.82 / 7)
+    assert glimpse.route == Route.REVIEW and any(r.startswith("confidence 0.29") for r in glimpse.route_reasons)
+
+
+def simulated_answers(n: int, seed: int):
+    """Clips with a known truth answered by a good "visual" agent (right 90%), a "text" agent
+    that says neutral whatever it hears, and a "acoustic" agent right 50% of the time."""
+    rng = np.random.default_rng(seed)
+    labels = EKMAN.labels
+    truth = rng.integers(0, len(labels), n)
+    by_clip, true_label = {}, {}
+    for i, t in enumerate(truth):
+        clip = f"s{seed}-{i}"
+        visual = t if rng.random() < 0.9 else rng.integers(0, len(labels))
+        acoustic = t if rng.random() < 0.5 else rng.integers(0, len(labels))
+        by_clip[clip] = [answer(clip, "visual", labels[visual], p=float(rng.uniform(0.5, 0.95)))[0],
+                         answer(clip, "text", "neutral", p=0.6)[0],
+                         answer(clip, "acoustic", labels[acoustic], p=float(rng.uniform(0.3, 0.7)))[0]]
+        true_label[clip] = int(t)
+    return by_clip, true_label
+
+
+def test_calibration_from_labelled_clips_learns_who_to_trust_and_round_trips():
+    by_clip, truth = simulated_answers(600, seed=3)
+    table = tabulate(by_clip, {}, EKMAN)
+    calibration = fit_workspace_calibration(table.matrix, table.soft, table.state == ABSTAINED, table.annotator_ids,
+                                            table.labels, np.array([truth[c] for c in table.clip_ids]), 0.9,
+                                            {"source": "simulated"})
+    assert calibration.agents["visual"].accuracy == pytest.approx(0.9, abs=0.04)
+    neutral = EKMAN.labels.index("neutral")
+    text = np.array(calibration.agents["text"].confusion)
+    assert np.allclose(text[:, neutral], text[0, neutral], atol=0.02)  # "neutral" from the text agent says nothing
+    assert WorkspaceCalibration.from_json(json.loads(json.dumps(calibration.to_json()))) == calibration
+
+    fresh, fresh_truth = simulated_answers(600, seed=4)  # held out
+    plain = build_consensus(fresh, {}, EKMAN, RouteConfig(audit_share=0.0))
+    calibrated = build_consensus(fresh, {}, EKMAN, RouteConfig(audit_share=0.0), calibration=calibration)
+
+    def accuracy(consensus, accepted_only=False):
+        rows = [(c.label == EKMAN.labels[fresh_truth[k]]) for k, c in consensus.items()
+                if not accepted_only or c.route == Route.AUTO_ACCEPT]
+        return np.mean(rows) if rows else float("nan"), len(rows)
+
+    assert accuracy(calibrated)[0] > accuracy(plain)[0] + 0.1
+    precision, accepted = accuracy(calibrated, accepted_only=True)
+    assert accepted > 100 and precision >= 0.85
+    reasons = [r for c in calibrated.values() for r in c.route_reasons]
+    assert any("best calibrated precision" in r for r in reasons)

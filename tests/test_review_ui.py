@@ -297,7 +297,11 @@ def test_clip_page_shows_media_transcript_keyframes_context_and_timeline(site):
         assert 1 <= len(timeline["aus"]) <= 3
         # Audio-only sources get an <audio> element; a clip with nothing measured still renders.
         audio_clip = next(c for c in site.clips if not c.keyframes and c.id != site.bare_clip)
-        assert "<audio" in client.get(f"/clips/{audio_clip.id}").text
+        audio_page = client.get(f"/clips/{audio_clip.id}").text
+        assert "<audio" in audio_page
+        # No face in an audio file: the visual agent's abstention is shown folded away, without a label.
+        assert '<details class="annotation abstained small">' in audio_page
+        assert "<strong>visual</strong> abstained: no face was analysed" in audio_page
         bare = client.get(f"/clips/{site.bare_clip}")
         assert bare.status_code == 200 and "No words recognised" in bare.text
         assert client.get(f"/api/clips/{site.bare_clip}/timeline").status_code == 404
