@@ -4,13 +4,14 @@ Times, in one run:
   sampling    the one decode pass, now also running face detection, landmarks and AU
               estimates at 5 fps (the face share is measured by sampling again with
               faces off)
-  preprocess  ASR (Whisper tiny.en), diarization, prosody, eGeMAPS, alignment, Parquet
+  preprocess  ASR (Whisper base by default: per-clip language, English translation of
+              non-English clips), diarization, prosody, eGeMAPS, alignment, Parquet
 and prints each part as a multiple of real time and where the time goes, peak RSS of
 the whole run for the samples and for the samples looped to ~10x their length (memory
 must not grow with media length), and as the LAST line
 `preprocess_realtime_factor=<media seconds / wall seconds of face analysis + preprocess>`.
 
-Usage: .venv/bin/python benchmarks/preprocess_bench.py [--skip-memory]
+Usage: .venv/bin/python benchmarks/preprocess_bench.py [--skip-memory] [--asr-model whisper-tiny.en]
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ SAMPLES = ROOT / "samples" / "manifest.csv"
 WORK = ROOT / "benchmarks" / "_work"
 
 
-def run_pipeline(inputs: list[Path], workdir: Path, faces: bool = True) -> dict:
+def run_pipeline(inputs: list[Path], workdir: Path, faces: bool = True, asr_model: str = "") -> dict:
     from merforge.preprocess.features import preprocess_sources
     from merforge.preprocess.ingest import ingest
     from merforge.preprocess.sampling import sample_sources
@@ -40,8 +41,11 @@ def run_pipeline(inputs: list[Path], workdir: Path, faces: bool = True) -> dict:
 
     shutil.rmtree(workdir, ignore_errors=True)
     workspace = Workspace.init(workdir)
+    settings: dict = {"asr": {"model": asr_model}} if asr_model else {}
     if not faces:
-        workspace.config = parse_config({"face": {"enabled": False}})
+        settings["face"] = {"enabled": False}
+    if settings:
+        workspace.config = parse_config(settings)
     ingest(workspace, inputs)
     media = sum(s.media.duration for s in workspace.store.sources() if s.media)
     started = time.perf_counter()
@@ -93,12 +97,14 @@ def peak_rss(inputs: list[Path], workdir: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--asr-model", default="", help="asr.model to run (default: the configured default)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        run_pipeline([SAMPLES], tmp / "warm")  # load models once, as a long-running worker would
-        with_faces = run_pipeline([SAMPLES], tmp / "faces")
-        without_faces = run_pipeline([SAMPLES], tmp / "nofaces", faces=False)
+        # load models once, as a long-running worker would
+        run_pipeline([SAMPLES], tmp / "warm", asr_model=args.asr_model)
+        with_faces = run_pipeline([SAMPLES], tmp / "faces", asr_model=args.asr_model)
+        without_faces = run_pipeline([SAMPLES], tmp / "nofaces", faces=False, asr_model=args.asr_model)
         media = with_faces["media_s"]
         face_s = max(0.0, with_faces["sample_s"] - without_faces["sample_s"])
         pre_s = with_faces["preprocess_s"]

@@ -6,7 +6,10 @@ For each sampled source with clips that need work, `preprocess_source`:
   3. computes the 10 ms prosody track once,
 transcribes neighbouring speech clips together in windows of up to ASR_WINDOW seconds
 (Whisper keeps its context across a clip boundary, and memory stays bounded), and then
-for each clip takes the words whose midpoint lies in it, assigns speakers to words, measures prosody over the clip, summarises the faces analysed during
+for each clip takes its words (those whose midpoint, else whose end, lies in it), with the clip's
+own language and, for non-English speech, an English translation (preprocess.asr.transcribe_clips),
+assigns speakers to
+words, measures prosody over the clip, summarises the faces analysed during
 sampling, and writes an aligned timeline (Parquet, `timeline.rate` rows per second)
 and a word table with per-word prosody. Each clip's features and status are committed
 together; a clip whose inputs and config are unchanged is skipped, and one clip's
@@ -118,11 +121,11 @@ def read_faces(workspace: Workspace, source_id: str) -> tuple[list[FaceObservati
     if faces_path.exists():
         for row in pq.read_table(faces_path).to_pylist():
             aus = {name: row[name] for name in AU_NAMES if row.get(name) is not None}
-            pose = (row["yaw"], row["pitch"], row["roll"]) if row.get("yaw") is not None else None
-            observations.append(FaceObservation(time=row["time"], track_id=row["track_id"],
             # files written before the expression model ran have no expr_ columns: empty
             expression = {concept: row[name] for concept, name in zip(EXPRESSION_CONCEPTS, EXPRESSION_COLUMNS)
                           if row.get(name) is not None}
+            pose = (row["yaw"], row["pitch"], row["roll"]) if row.get("yaw") is not None else None
+            observations.append(FaceObservation(time=row["time"], track_id=row["track_id"],
                                                 box=(row["x"], row["y"], row["width"], row["height"]),
                                                 score=row["score"], aus=aus, head_pose=pose, primary=row["primary"],
                                                 expression=expression))
@@ -148,17 +151,17 @@ def write_faces(folder: Path, observations: list[FaceObservation], analysed_time
         rows["primary"].append(face.primary)
         for name in AU_NAMES:
             rows[name].append(aus.get(name))
-        pose = face.head_pose or (None, None, None)
-        for key, value in zip(("yaw", "pitch", "roll"), pose):
         for concept, name in zip(EXPRESSION_CONCEPTS, EXPRESSION_COLUMNS):
             rows[name].append(face.expression.get(concept))
+        pose = face.head_pose or (None, None, None)
+        for key, value in zip(("yaw", "pitch", "roll"), pose):
             rows[key].append(value)
     schema = pa.schema([("time", pa.float64()), ("track_id", pa.int64()), ("x", pa.float64()), ("y", pa.float64()),
                         ("width", pa.float64()), ("height", pa.float64()), ("score", pa.float64()),
                         ("primary", pa.bool_()), *[(n, pa.float64()) for n in AU_NAMES],
+                        *[(n, pa.float64()) for n in EXPRESSION_COLUMNS],
                         ("yaw", pa.float64()), ("pitch", pa.float64()), ("roll", pa.float64())])
     _write_parquet(folder / "faces.parquet", pa.table(rows, schema=schema))
-                        *[(n, pa.float64()) for n in EXPRESSION_COLUMNS],
     _write_parquet(folder / "face_frames.parquet", frames)
 
 
@@ -184,13 +187,13 @@ def summarise_faces(observations: list[FaceObservation], analysed: list[float], 
             values = [f.aus[k] for f in primary for k in f.aus if canonical_au(k) == name and f.aus[k] is not None]
             if values:
                 mean_aus[name] = round(float(np.mean(values)), 4)
-    return FaceSummary(frames_analysed=len(times), presence=round(len(with_face) / len(times), 4), tracks=len(tracks),
-                       primary_track=primary_track, mean_aus=mean_aus, mean_expression=mean_expression,
-                       backend=backend)
     # Mean of the primary face's expression probabilities over the frames where the model ran.
     expressed = [f.expression for f in primary if f.expression]
     mean_expression = {concept: round(float(np.mean([e.get(concept, 0.0) for e in expressed])), 4)
                        for concept in EXPRESSION_CONCEPTS} if expressed else {}
+    return FaceSummary(frames_analysed=len(times), presence=round(len(with_face) / len(times), 4), tracks=len(tracks),
+                       primary_track=primary_track, mean_aus=mean_aus, mean_expression=mean_expression,
+                       backend=backend)
 
 
 def _clip_turns(turns: list[SpeakerTurn], start: float, end: float) -> tuple[SpeakerTurn, ...]:
@@ -204,10 +207,6 @@ def _clip_turns(turns: list[SpeakerTurn], start: float, end: float) -> tuple[Spe
 
 def _speech_overlaps(speech: list[list[float]], start: float, end: float) -> bool:
     return any(s < end and e > start for s, e in speech)
-
-
-def _join_words(words) -> str:
-    return " ".join(w.text for w in words).strip()
 
 
 def asr_windows(clips: list[Clip], speech: list[list[float]]) -> list[tuple[float, float, list[Clip]]]:
@@ -292,23 +291,16 @@ def preprocess_source(workspace: Workspace, source: Source, clips: list[Clip], p
         for start, end, members in asr_windows(clips, speech):
             try:
                 with _timed(timings, "asr"):
-                    result = asr_module.transcribe(samples[int(start * AUDIO_RATE): int(end * AUDIO_RATE)],
-                                                   config.asr, offset=start)
+                    # per clip: its words (by midpoint), its language, its English translation
+                    result = asr_module.transcribe_clips(samples[int(start * AUDIO_RATE): int(end * AUDIO_RATE)],
+                                                         [(c.start, c.end) for c in members], config.asr, offset=start)
             except MerforgeError as error:
                 for clip in members:
                     asr_failures[clip.id] = str(error)
                 continue
             provenance["asr"] = Provenance(backend=asr_module.BACKEND, model=result.model,
                                            config_hash=config.section_hash("asr"))
-            for clip in members:
-                # A word belongs to the clip holding its midpoint; Whisper sometimes stretches a
-                # word over the pause before it, so its times are clamped to the clip.
-                words = tuple(
-                    w.model_copy(update={"start": max(w.start, round(clip.start, 3)),
-                                         "end": min(w.end, round(clip.end, 3))})
-                    for w in result.transcript.words if clip.start <= (w.start + w.end) / 2 < clip.end)
-                transcripts[clip.id] = result.transcript.model_copy(
-                    update={"words": words, "text": _join_words(words)})
+            transcripts.update((clip.id, transcript) for clip, transcript in zip(members, result.transcripts))
     for clip in clips:
         try:
             if clip.id in asr_failures:
@@ -333,11 +325,16 @@ def preprocess_source(workspace: Workspace, source: Source, clips: list[Clip], p
                 words_path = features_dir / f"{clip.id}.words.parquet"
                 _write_parquet(timeline_path, timeline)
                 _write_parquet(words_path, words_table)
+            clip_provenance = dict(provenance)
+            if transcript.translation:
+                clip_provenance["translation"] = Provenance(backend=asr_module.BACKEND,
+                                                            model=provenance["asr"].model + ", task=translate",
+                                                            config_hash=config.section_hash("asr"))
             features = ClipFeatures(
                 clip_id=clip.id, source_id=source.id, transcript=transcript, speaker_turns=clip_turns, prosody=stats,
                 faces=summarise_faces(faces, face_times, clip.start, clip.end, face_backend),
                 timeline_path=workspace.relative(timeline_path), words_path=workspace.relative(words_path),
-                provenance={**provenance, "merforge": Provenance(backend="merforge.preprocess", version=__version__,
+                provenance={**clip_provenance, "merforge": Provenance(backend="merforge.preprocess", version=__version__,
                                                                  config_hash=config_hash)},
                 config_hash=config_hash,
             )

@@ -1,5 +1,7 @@
 """The preprocessing stage end to end on real media: evidence per clip, aligned in time."""
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -48,7 +50,39 @@ def test_speech_clip_has_words_speakers_prosody_and_provenance(processed):
         assert f.prosody.f0_mean is not None and 70 < f.prosody.f0_mean < 300
         assert f.prosody.intensity_mean is not None
         assert {"asr", "prosody", "diarization", "merforge"} <= set(f.provenance)
-        assert "tiny.en" in f.provenance["asr"].model
+        assert f.provenance["asr"].model.startswith("whisper-base")
+        # each clip records the language heard; English gets no translation (nor its provenance)
+        assert f.transcript.language == "en" and f.transcript.language_probability >= 0.8
+        assert f.transcript.translation == "" and "translation" not in f.provenance
+
+
+LABELLED = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "labelled"
+
+
+@pytest.mark.skipif(not (LABELLED / "audio" / "emovo").is_dir(),
+                    reason=f"labelled audio not found at {LABELLED}/audio (read in place, never copied)")
+def test_non_english_clip_keeps_its_words_and_gets_an_english_translation(tmp_path):
+    """EMOVO Italian, read in place: the clip's features hold the Italian words, the
+    language with its probability, the English translation and who made it."""
+    from merforge.storage.workspace import Workspace
+
+    ws = Workspace.init(tmp_path / "ws")
+    try:
+        ingest(ws, [LABELLED / "audio" / "emovo" / "neu-m2-l1.wav"])
+        sample_sources(ws)
+        report = preprocess_sources(ws)
+        assert report.count("failed") == 0, [o.reason for o in report.outcomes]
+        features = [ws.store.get_features(c.id) for c in ws.store.clips()]
+        spoken = [f for f in features if f.transcript.words]
+        assert spoken
+        for f in spoken:
+            assert f.transcript.language == "it" and f.transcript.language_probability >= 0.9
+            assert f.transcript.translation and f.transcript.translation.isascii()
+            assert f.provenance["translation"].model.endswith("task=translate")
+            assert f.provenance["translation"].config_hash == ws.config.section_hash("asr")
+        assert "spain" in " ".join(f.transcript.translation for f in spoken).lower()
+    finally:
+        ws.close()
 
 
 def test_timeline_rows_are_aligned_at_10_hz(processed):
