@@ -67,7 +67,11 @@ def build_agents(workspace: Workspace) -> list:
     if specialist_names:
         from merforge.agents.specialists import specialist_agents
 
-        agents += specialist_agents(specialist_names)
+        acoustic_model = None
+        if config.acoustic_model:
+            acoustic_model = Path(config.acoustic_model).expanduser()
+            acoustic_model = acoustic_model if acoustic_model.is_absolute() else workspace.root / acoustic_model
+        agents += specialist_agents(specialist_names, acoustic_model=acoustic_model)
     for name in config.agents:
         if name in endpoints:
             from merforge.agents.openai_agent import OpenAIAgent

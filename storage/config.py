@@ -181,6 +181,18 @@ class AnnotateConfig(_Section):
     few_shot_pool: str = Field("", description="JSONL of reviewed examples (evidence text + label) for demonstrations")
     max_key_frames: int = Field(3, ge=0, le=16)
     concurrency: int = Field(8, ge=1, le=512, description="clips annotated at once")
+    acoustic_model: str = Field("", description="the acoustic agent's speech-emotion model (.json, relative to the "
+                                "workspace or absolute); empty: the shipped agents/models/speech_emotion_v1.json")
+
+    @field_validator("acoustic_model")
+    @classmethod
+    def _json_model(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.lower().endswith(".json"):
+            raise ValueError(f"annotate.acoustic_model must name a .json model file written by "
+                             f"`python -m merforge.agents.train_speech_emotion` (got {value!r}); leave it empty for "
+                             "the shipped model")
+        return value
 
 
 class JudgeWeights(_Section):
@@ -527,6 +539,9 @@ few_shot_pool = ""
 max_key_frames = 3
 # Clips annotated at once.
 concurrency = 8
+# The acoustic agent's speech-emotion model (a .json from `python -m
+# merforge.agents.train_speech_emotion`), relative to the workspace; empty: the shipped one.
+acoustic_model = ""
 
 # An OpenAI-compatible endpoint; add its name to `agents` to use it. Keys are read from the
 # environment variable NAMED here and never stored or logged.
