@@ -595,6 +595,16 @@ def predict_affect(prosody: ProsodyStats,
     return predictions, contributions, missing
 
 
+def _held_out_text(model: dict) -> str:
+    """The speech-emotion model's held-out UARs as its card states them (a model fitted for
+    one benchmark fold carries none)."""
+    evaluation = model.get("evaluation")
+    if not evaluation:
+        return "held-out results are not stored with this model"
+    return (f"held-out UAR {evaluation['leave_one_corpus_out']['mean_corpus_uar']:.2f} on corpora it never saw and "
+            f"{evaluation['leave_one_speaker_out']['pooled']['uar']:.2f} on unseen speakers, from its model card")
+
+
 class AcousticAgent(_Specialist):
     """eGeMAPS -> emotion probabilities (speech-emotion classifier); Praat prosody ->
     (valence, arousal) by ridge regression."""
@@ -643,16 +653,13 @@ class AcousticAgent(_Specialist):
                  + (f"; not measured: {', '.join(missing)}" if missing else "") + "."]
         items = [relative_evidence("audio", start, end, f"{_fmt_feature(f, getattr(prosody, f))} over the clip", f,
                                    getattr(prosody, f)) for f in measured[:5]]
-        corpus_out = model["evaluation"]["leave_one_corpus_out"]["mean_corpus_uar"]
-        speaker_out = model["evaluation"]["leave_one_speaker_out"]["pooled"]["uar"]
         gaps = speech_emotion.missing_features(model, egemaps)
         top = max(emotions.items(), key=lambda kv: kv[1])[0]
         steps.append(f"Speech-emotion model ({model['classifier']['description']} over "
                      f"{len(model['features']) - len(gaps)} of {len(model['features'])} eGeMAPS functionals of "
                      f"{_span(start, end)}"
                      + (f", {len(gaps)} not measured and taken at the training mean" if gaps else "")
-                     + f"; held-out UAR {corpus_out:.2f} on corpora it never saw and {speaker_out:.2f} on unseen "
-                     f"speakers, from its model card): {_fmt_probabilities(probabilities)}.")
+                     + f"; {_held_out_text(model)}): {_fmt_probabilities(probabilities)}.")
         drivers = [row for row in speech_emotion.feature_contributions(model, egemaps, top)[:3] if row[3] > 0]
         if drivers:
             steps.append(f"eGeMAPS functionals over {_span(start, end)} that raise {top} most: "

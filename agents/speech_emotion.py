@@ -166,6 +166,11 @@ def fit_speech_emotion(features: Sequence[Mapping[str, float]], labels: Sequence
     y = np.asarray(labels)
     estimator = CLASSIFIERS[classifier][1]().fit((x - means) / scales, y)
     classes = [str(c) for c in estimator.classes_]
+    coefficients, intercepts = np.asarray(estimator.coef_), np.asarray(estimator.intercept_)
+    if len(classes) == 2 and coefficients.shape[0] == 1:
+        # Two classes: scikit-learn stores the log-odds of the second; softmax([0, w.z + b]) is the same model.
+        coefficients = np.vstack([np.zeros_like(coefficients), coefficients])
+        intercepts = np.concatenate([[0.0], intercepts])
     return {
         "format": MODEL_FORMAT,
         "format_version": FORMAT_VERSION,
@@ -175,8 +180,8 @@ def fit_speech_emotion(features: Sequence[Mapping[str, float]], labels: Sequence
         "means": [float(v) for v in means],
         "scales": [float(v) for v in scales],
         "classes": classes,
-        "coefficients": [[float(v) for v in row] for row in np.asarray(estimator.coef_)],
-        "intercepts": [float(v) for v in np.asarray(estimator.intercept_)],
+        "coefficients": [[float(v) for v in row] for row in coefficients],
+        "intercepts": [float(v) for v in intercepts],
     }
 
 
@@ -350,6 +355,19 @@ def _load(path: str, mtime_ns: int, size: int) -> dict:
         raise SpeechEmotionModelError(f"{path} is not valid JSON ({error}); retrain it with "
                                       "`python -m merforge.agents.train_speech_emotion`") from None
     return validate_model(data, str(path))
+
+
+def save_speech_emotion_model(model: dict, path: Path | str) -> Path:
+    """Validate a model (e.g. one `fit_speech_emotion` fitted on a benchmark's training
+    folds) and write it as JSON (temporary name, then rename), ready for
+    `annotate.acoustic_model`. Raises SpeechEmotionModelError for a malformed model."""
+    path = Path(path)
+    validate_model(model, str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(model, indent=1) + "\n", encoding="utf-8")
+    partial.replace(path)
+    return path
 
 
 def load_speech_emotion_model(path: Path | str = SPEECH_EMOTION_MODEL_PATH) -> dict:

@@ -51,6 +51,7 @@ from merforge.agents.speech_emotion import (
     confusion_table,
     cross_validated_predictions,
     fit_speech_emotion,
+    save_speech_emotion_model,
     scores,
 )
 
@@ -466,10 +467,10 @@ def write_model(model: dict, out: Path) -> tuple[Path, Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     json_path, card_path = out / MODEL_FILENAME, out / MODEL_FILENAME.replace(".json", ".md")
-    for path, text in ((json_path, json.dumps(model, indent=1) + "\n"), (card_path, model_card(model))):
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(text, encoding="utf-8")
-        partial.replace(path)
+    save_speech_emotion_model(model, json_path)
+    partial = card_path.with_name(card_path.name + ".partial")
+    partial.write_text(model_card(model), encoding="utf-8")
+    partial.replace(card_path)
     return json_path, card_path
 
 

@@ -29,6 +29,7 @@ from merforge.agents.speech_emotion import (
     fit_speech_emotion,
     load_speech_emotion_model,
     predict_proba,
+    save_speech_emotion_model,
     scores,
 )
 from merforge.agents.train_speech_emotion import (
@@ -304,6 +305,13 @@ def test_acoustic_agent_abstains_without_egemaps_and_uses_the_configured_model(l
     assert agent.emotion_model["intercepts"] == tilted["intercepts"]
     assert asyncio.run(agent.annotate(clip, EKMAN)).label == "neutral"
     assert "fold.json" in agent.model
+    # A fold model as a benchmark makes it: fitted on some clips, saved, named in the config.
+    emotions = ("anger", "sadness")
+    fold = fit_speech_emotion([evidence[e].prosody.egemaps for e in emotions], list(emotions))
+    save_speech_emotion_model(fold, ws.root / "fold_bare.json")
+    (agent,) = specialist_agents(["acoustic"], acoustic_model=ws.root / "fold_bare.json")
+    answer = asyncio.run(agent.annotate(clip, EKMAN))
+    assert answer.label == "anger" and "held-out results are not stored with this model" in answer.steps[1]
     (default,) = specialist_agents(["acoustic"])
     assert default.emotion_model == shipped
     with pytest.raises(SpeechEmotionModelError, match="not found"):
