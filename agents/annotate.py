@@ -118,7 +118,8 @@ def annotate_workspace(workspace: Workspace, force: bool = False, progress: Prog
     todo = [c for c in clips if force or needs_annotation(workspace, c.id, current)]
     report.skipped = len(clips) - len(todo)
     evidences = [load_clip_evidence(workspace, clip) for clip in todo]
-    injections = {e.clip.id: detect_injection(e.transcript.text or " ".join(w.text for w in e.transcript.words))
+    injections = {e.clip.id: detect_injection((e.transcript.text or " ".join(w.text for w in e.transcript.words))
+                                              + (" " + e.transcript.translation if e.transcript.translation else ""))
                   for e in evidences}
     progress.start("annotate", len(todo))
 

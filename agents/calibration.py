@@ -341,6 +341,26 @@ def _num(value) -> float:
     return math.nan if value is None else float(value)
 
 
+CONFUSION_PRIOR_WEIGHT = 5.0  # pseudo-answers per true class drawn from the agent's one-coin model
+
+
+def smoothed_confusion(true: np.ndarray, given: np.ndarray, k: int,
+                       prior_weight: float = CONFUSION_PRIOR_WEIGHT) -> np.ndarray:
+    """P(answer j | truth k) from labelled answers, shrunk towards the agent's one-coin
+    model (right with its overall accuracy a, else any other label alike; the "one-coin"
+    simplification of Dawid-Skene, Raykar et al., JMLR 11, 2010) by `prior_weight`
+    pseudo-answers per class: with few labelled clips per class the matrix falls back to
+    "this agent is right a of the time" instead of to noise; with many it is the counts."""
+    true, given = np.asarray(true, dtype=int), np.asarray(given, dtype=int)
+    accuracy = (float(np.sum(true == given)) + 1.0) / (true.size + 2.0)
+    prior = np.full((k, k), (1.0 - accuracy) / max(k - 1, 1))
+    np.fill_diagonal(prior, accuracy)
+    counts = np.zeros((k, k))
+    np.add.at(counts, (true, given), 1.0)
+    confusion = counts + prior_weight * prior
+    return confusion / confusion.sum(axis=1, keepdims=True)
+
+
 def fit_workspace_calibration(matrix: np.ndarray, soft: np.ndarray, state_abstained: np.ndarray,
                               annotator_ids, labels, truth: np.ndarray, target_precision: float,
                               provenance: dict, min_answers: int = 10) -> WorkspaceCalibration:
@@ -370,9 +390,7 @@ def fit_workspace_calibration(matrix: np.ndarray, soft: np.ndarray, state_abstai
         true = truth[answered]
         conf = soft[answered, w][np.arange(given.size), given]
         correct = given == true
-        confusion = np.ones((k, k))
-        np.add.at(confusion, (true, given), 1.0)
-        confusion /= confusion.sum(axis=1, keepdims=True)
+        confusion = smoothed_confusion(true, given, k)
         precision = IsotonicMap.fit(conf, correct)
         curve = reliability_curve(conf, correct)
         agents[annotator] = AgentCalibration(

@@ -31,7 +31,7 @@ from merforge.agents.labels import LabelSpace
 from merforge.errors import MerforgeError
 from merforge.storage.config import AnnotateConfig, EndpointConfig
 
-PROMPT_VERSION = "llm-cot-v1"
+PROMPT_VERSION = "llm-cot-v2"  # v2: language, English translation, expression probabilities
 
 SYSTEM_PROMPT = """\
 You are an expert annotator of emotion in short video clips. You receive measurements of one clip:

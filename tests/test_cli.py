@@ -8,7 +8,8 @@ from typer.testing import CliRunner
 from merforge.flows.cli import app
 
 runner = CliRunner()
-COMMANDS = ["init", "ingest", "sample", "preprocess", "annotate", "judge", "status", "export", "demo", "run", "serve"]
+COMMANDS = ["init", "ingest", "sample", "preprocess", "annotate", "judge", "calibrate", "status", "export", "demo",
+            "run", "serve"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -83,3 +84,37 @@ def test_demo_on_the_bundled_samples(tmp_path):
     sources = {json.loads(r)["source_path"].rsplit("/", 1)[-1] for r in rows}
     assert sources == {"WolfgangLanger_Pexels.mp4", "single_face.mp4", "testvideo.mp4", "jfk.flac"}
     assert "demo finished" in result.output
+
+    # Labels a curator can trust: no clip whose agents saw little is auto-accepted on one voice.
+    from merforge.storage.records import AnnotationStatus, Route
+    from merforge.storage.workspace import Workspace
+
+    ws = Workspace.open(tmp_path / "demo")
+    (video,) = [s for s in ws.store.sources() if s.path.endswith("testvideo.mp4")]
+    glimpses = []
+    for clip in ws.store.clips(video.id):
+        decided, features = ws.store.consensus(clip.id), ws.store.get_features(clip.id)
+        informative = [a for a in ws.store.annotations(clip.id) if a.status == AnnotationStatus.OK]
+        if features.faces.presence < 0.2:
+            glimpses.append(clip)
+            assert decided.route != Route.AUTO_ACCEPT, (clip.start, clip.end, decided)
+        if decided.route == Route.AUTO_ACCEPT:
+            assert sum(a.label == decided.label for a in informative) >= 2, (clip.start, clip.end, decided)
+    # the shot at about 13-24 s, with a face in about a tenth of its frames, is among them
+    assert any(12.5 < c.start < 14 and c.end > 20 for c in glimpses), [(c.start, c.end) for c in glimpses]
+
+    # merforge calibrate: labels by file name, a warning for a name that matches nothing, a saved calibration
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,label\nWolfgangLanger_Pexels.mp4,happiness\njfk.flac,neutral\nsingle_face.mp4,neutral\n"
+                      "testvideo.mp4,neutral\nnot_here.mp4,anger\n")
+    result = runner.invoke(app, ["calibrate", "-w", str(tmp_path / "demo"), "--labels", str(labels)])
+    assert result.exit_code == 0, result.output
+    assert "not_here.mp4 matches no ingested source" in result.output and "re-routed" in result.output
+    saved = json.loads((tmp_path / "demo" / "calibration.json").read_text())
+    assert saved["provenance"]["labelled_clips"] == len(ws.store.clips())
+    assert saved["provenance"]["labels_sha256"] == __import__("hashlib").sha256(labels.read_bytes()).hexdigest()
+    ws.close()
+    report = runner.invoke(app, ["report", "-w", str(tmp_path / "demo")])
+    assert report.exit_code == 0, report.output
+    html = (tmp_path / "demo" / "reports" / "agreement_report.html").read_text()
+    assert 'id="calibration"' in html and "Fitted on" in html and 'id="answers"' in html
