@@ -589,6 +589,8 @@ class ConsensusTable:
     route: np.ndarray | None = None  # (n,) int8: index into ROUTES
     route_reasons: list[tuple[str, ...]] = field(default_factory=list)
     priority: np.ndarray | None = None
+    agreeing_precision: np.ndarray | None = None  # (n, W) with a calibration: each agreeing answer's own
+    # calibrated precision, P(truth = label | that answer alone); NaN elsewhere
 
     def to_records(self) -> dict[str, Consensus]:
         """One `Consensus` per clip (routed fields included when routing ran)."""
@@ -728,7 +730,8 @@ def consensus_table(table: AnnotationTable, aggregation: str = "weighted",
     this-table `dawid_skene` is passed. With a `calibration` (agents.calibration, fitted on
     labelled clips over the same labels) the distribution is its posterior, whatever
     `aggregation` says: the agents' confusions measured against truth replace their
-    self-reported and run-estimated reliability; the table's `aggregation` reads "calibrated".
+    self-reported and run-estimated reliability, and `confidence` is the calibrated precision
+    of the label (WorkspaceCalibration.decide); the table's `aggregation` reads "calibrated".
     """
     if aggregation not in AGGREGATIONS:
         raise AggregationError(f"aggregation {aggregation!r} is not known; choose one of {', '.join(AGGREGATIONS)}")
@@ -746,12 +749,16 @@ def consensus_table(table: AnnotationTable, aggregation: str = "weighted",
         if tuple(calibration.labels) != tuple(table.labels):
             raise AggregationError(f"the calibration was fitted on labels {', '.join(calibration.labels)}, not on "
                                    f"{', '.join(table.labels)}; run `merforge calibrate` again for this label space")
-        dist = calibration.posterior(table.matrix, table.annotator_ids, table.soft)
-        label = _argmax_or_none(dist)
+        dist, label, calibrated_confidence, agreeing_precision = calibration.decide(
+            np.where(table.state == VALID, table.matrix, -1), table.annotator_ids, table.soft)
         aggregation = "calibrated"
+    else:
+        agreeing_precision = calibrated_confidence = None
     n = len(table.clip_ids)
     rows = np.arange(n)
     confidence = np.where(label >= 0, dist[rows, np.maximum(label, 0)], 0.0)
+    if calibrated_confidence is not None:  # the calibrated precision of the label (WorkspaceCalibration.decide)
+        confidence = calibrated_confidence
     top2 = -np.partition(-dist, 1, axis=1)[:, :2] if k > 1 else np.hstack([dist, np.zeros((n, 1))])
     margin = top2[:, 0] - top2[:, 1]
     chosen = np.zeros((n, k), dtype=bool)
@@ -768,7 +775,7 @@ def consensus_table(table: AnnotationTable, aggregation: str = "weighted",
         conflict=conflict, conflict_reason=conflict_reason, n_valid=valid.sum(axis=1),
         n_invalid=(table.state == INVALID).sum(axis=1), n_answers=(table.state != ABSENT).sum(axis=1),
         n_abstained=(table.state == ABSTAINED).sum(axis=1), n_agreeing=agreeing.sum(axis=1),
-        annotator_ids=table.annotator_ids,
+        annotator_ids=table.annotator_ids, agreeing_precision=agreeing_precision,
         agreeing_confidence=np.where(agreeing, np.take_along_axis(
             table.soft, np.maximum(label, 0)[:, None, None].repeat(table.soft.shape[1], axis=1), axis=2)[:, :, 0]
             if k else np.nan, np.nan),

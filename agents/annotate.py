@@ -12,6 +12,7 @@ request twice.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -50,7 +51,27 @@ class AnnotateReport:
 
 
 def stage_hash(workspace: Workspace) -> str:
-    return workspace.config.annotate_hash() + preprocess_stage_hash(workspace)[:8]
+    """The annotate config, the preprocessing it read, and the bytes of the acoustic
+    model file (a model retrained in place at the same path re-annotates the clips)."""
+    digest = ""
+    if "acoustic" in workspace.config.annotate.agents:
+        from merforge.agents.speech_emotion import SPEECH_EMOTION_MODEL_PATH
+
+        path = acoustic_model_path(workspace) or SPEECH_EMOTION_MODEL_PATH
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+        except OSError:
+            digest = "missing"  # the agent itself says what is wrong when it loads
+    return workspace.config.annotate_hash() + preprocess_stage_hash(workspace)[:8] + digest
+
+
+def acoustic_model_path(workspace: Workspace) -> Path | None:
+    """annotate.acoustic_model resolved against the workspace; None: the shipped model."""
+    configured = workspace.config.annotate.acoustic_model
+    if not configured:
+        return None
+    path = Path(configured).expanduser()
+    return path if path.is_absolute() else workspace.root / path
 
 
 def build_agents(workspace: Workspace) -> list:
@@ -67,11 +88,7 @@ def build_agents(workspace: Workspace) -> list:
     if specialist_names:
         from merforge.agents.specialists import specialist_agents
 
-        acoustic_model = None
-        if config.acoustic_model:
-            acoustic_model = Path(config.acoustic_model).expanduser()
-            acoustic_model = acoustic_model if acoustic_model.is_absolute() else workspace.root / acoustic_model
-        agents += specialist_agents(specialist_names, acoustic_model=acoustic_model)
+        agents += specialist_agents(specialist_names, acoustic_model=acoustic_model_path(workspace))
     for name in config.agents:
         if name in endpoints:
             from merforge.agents.openai_agent import OpenAIAgent
@@ -131,7 +148,7 @@ def annotate_workspace(workspace: Workspace, force: bool = False, progress: Prog
                 annotation = annotation.model_copy(update={"injection_flag": True, "injection_reason": reason})
             annotations.append(annotation)
             report.statuses[annotation.status.value] += 1
-            if annotation.status != AnnotationStatus.OK:
+            if annotation.status not in (AnnotationStatus.OK, AnnotationStatus.ABSTAINED):  # abstaining is no failure
                 report.failures.append({"item": result.clip_id, "annotator": annotation.annotator_id,
                                         "status": annotation.status.value, "reason": annotation.reason})
             report.tokens_in += annotation.tokens_in

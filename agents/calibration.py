@@ -253,23 +253,57 @@ class WorkspaceCalibration:
 
     # -- use --------------------------------------------------------------------------
 
-    def agent_precision(self, annotator_ids, confidence: np.ndarray) -> np.ndarray:
-        """(n, W) calibrated precision of each answer's label; NaN where the agent has no calibration."""
-        confidence = np.asarray(confidence, dtype=float)
-        out = np.full(confidence.shape, np.nan)
+    @staticmethod
+    def _likelihood(agent: AgentCalibration, answers: np.ndarray) -> np.ndarray:
+        """(n, K) P(answer | truth k) of hard answers (n,): the confusion column of each.
+        (The mixture over an answer's soft vote, sum_j q(j) P(j | k), was tried and lost
+        6-8 points of held-out UAR on benchmarks/label_quality_bench.py: the specialists'
+        soft votes are broad, and the measured confusion already says how far to trust a
+        label.)"""
+        return np.asarray(agent.confusion, dtype=float)[:, answers].T
+
+    def answer_precision(self, annotator_ids, matrix: np.ndarray, soft: np.ndarray,
+                         label: np.ndarray) -> np.ndarray:
+        """(n, W) calibrated precision of the answers that gave `label` (n,): the agent's
+        isotonic map at its own probability for that label (soft vote, after coverage);
+        NaN where the answer gave another label or the agent has no calibration."""
+        matrix, label = np.asarray(matrix), np.asarray(label)
+        out = np.full(matrix.shape, np.nan)
         for w, annotator in enumerate(annotator_ids):
             agent = self.agents.get(annotator)
-            if agent is not None:
-                column = confidence[:, w]
-                have = np.isfinite(column)
-                out[have, w] = agent.precision(column[have])
+            rows = np.flatnonzero((matrix[:, w] >= 0) & (matrix[:, w] == label))
+            if agent is None or not rows.size:
+                continue
+            out[rows, w] = agent.precision(soft[rows, w][np.arange(rows.size), label[rows]])
         return out
 
+    def decide(self, matrix: np.ndarray, annotator_ids, soft: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(distribution (n, K), label (n,), confidence (n,), answer precision (n, W)).
+
+        The label is the arg-max of `posterior` (the confusions decide WHICH label: an agent
+        whose "neutral" carries no information stops outvoting one that measured something).
+        The confidence is the highest calibrated precision among the answers that gave it
+        (`answer_precision`: how often that agent is right when it is this sure; measured,
+        not self-reported), or the posterior where no agreeing agent is calibrated. The
+        posterior alone is a poor confidence: built from hard labels, it cannot tell a
+        0.99 answer from a 0.40 one (benchmarks/label_quality_bench.py: no threshold on it
+        reached precision 0.8 on held-out clips)."""
+        post = self.posterior(matrix, annotator_ids, soft)
+        has = post.sum(axis=1) > 0
+        label = np.where(has, post.argmax(axis=1), -1)
+        precision = self.answer_precision(annotator_ids, matrix, soft, label)
+        finite = np.isfinite(precision)
+        best = np.where(finite.any(axis=1), np.max(np.where(finite, precision, -1.0), axis=1), np.nan)
+        picked = post[np.arange(len(label)), np.maximum(label, 0)]
+        confidence = np.where(has, np.where(np.isnan(best), picked, best), 0.0)
+        return post, label, confidence, precision
+
     def posterior(self, matrix: np.ndarray, annotator_ids, soft: np.ndarray) -> np.ndarray:
-        """(n, K) P(truth | answers): the prior times each calibrated agent's confusion
-        column for its answer (Dawid-Skene with the confusions measured on labelled clips);
-        an agent without calibration contributes its own soft vote as likelihood. Rows with
-        no answer are all zero."""
+        """(n, K) P(truth | answers): the prior times each calibrated agent's confusion column
+        for its answer (Dawid-Skene with the confusions measured on labelled clips); an
+        agent without calibration contributes its own soft vote as likelihood. Rows with no
+        answer are all zero."""
         matrix = np.asarray(matrix)
         n, k = matrix.shape[0], len(self.labels)
         log_post = np.tile(np.log(np.asarray(self.prior, dtype=float)), (n, 1))
@@ -279,8 +313,7 @@ class WorkspaceCalibration:
                 continue
             agent = self.agents.get(annotator)
             if agent is not None:
-                confusion = np.asarray(agent.confusion, dtype=float)  # (K true, K answered)
-                log_post[answered] += np.log(confusion[:, matrix[answered, w]].T)
+                log_post[answered] += np.log(self._likelihood(agent, matrix[answered, w]))
             else:
                 log_post[answered] += np.log(np.clip(soft[answered, w], 1e-6, None))
         log_post -= log_post.max(axis=1, keepdims=True)
@@ -400,11 +433,11 @@ def fit_workspace_calibration(matrix: np.ndarray, soft: np.ndarray, state_abstai
             confusion=tuple(tuple(round(float(v), 6) for v in row) for row in confusion), curve=_curve_dict(curve))
     calibration = WorkspaceCalibration(labels=tuple(labels), target_precision=target_precision, prior=prior,
                                        agents=agents, consensus=None, provenance=provenance)
-    post = calibration.posterior(matrix, annotator_ids, soft)
-    has = post.sum(axis=1) > 0
+    _, label, confidence, _ = calibration.decide(matrix, annotator_ids, soft)
+    has = label >= 0
     if has.sum() >= 2:
-        conf = post[has].max(axis=1)
-        correct = post[has].argmax(axis=1) == truth[has]
+        conf = confidence[has]
+        correct = label[has] == truth[has]
         precision = IsotonicMap.fit(conf, correct)
         threshold = threshold_for_precision(conf, correct, target_precision)
         accepted = conf >= threshold.threshold

@@ -179,7 +179,9 @@ def route_many(consensus: ConsensusTable, config: RouteConfig,
     With a `calibration`, its consensus map and per-agent maps decide (module docstring)."""
     best_agent = threshold = None
     if calibration is not None:
-        per_answer = calibration.agent_precision(consensus.annotator_ids, consensus.agreeing_confidence)
+        per_answer = consensus.agreeing_precision
+        if per_answer is None:  # a table aggregated without this calibration: nothing vouched
+            per_answer = np.full(consensus.agreeing_confidence.shape, np.nan)
         have = ~np.isnan(per_answer)
         best_agent = np.where(have.any(axis=1), np.max(np.where(have, per_answer, -1.0), axis=1), np.nan)
         if calibration.consensus is not None:

@@ -274,7 +274,10 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=8, help="files per corpus and emotion (0: all)")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--ferplus", action="store_true", help="also FER+ faces (not held out: reported apart)")
-    parser.add_argument("--workdir", type=Path, default=None, help="keep the workspace here (default: a temp dir)")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep the workspace here (default: a temp dir; "
+                        "an existing one is reused: finished stages are skipped)")
+    parser.add_argument("--target-precision", type=float, default=None,
+                        help="route.target_precision for the calibrated routing (default: the config's)")
     args = parser.parse_args()
     if not (args.labelled / "labels.csv").is_file():
         sys.exit(f"{args.labelled}/labels.csv not found; pass --labelled")
@@ -304,6 +307,9 @@ def main() -> None:
         + ", ".join(f"{k} {v.get('seconds', 0):.1f} s" for k, v in summary.stages.items()))
 
     workspace = Workspace.open(root)
+    if args.target_precision is not None:
+        workspace.config = workspace.config.model_copy(update={"route": workspace.config.route.model_copy(
+            update={"target_precision": args.target_precision})})
     by_path = {str(Path(s.path).resolve()): s.id for s in workspace.store.sources()}
     clips: dict[str, dict[str, str]] = {}
     for clip in workspace.store.iter_clips():

@@ -40,7 +40,9 @@ def test_run_does_every_stage_then_nothing_and_keeps_a_summary(ws, media_dir):
     assert stages["sample"]["sampled"] == 3 and stages["sample"]["new clips"] > 0
     clips = stages["sample"]["new clips"]
     assert stages["preprocess"]["clips done"] == clips
-    assert stages["annotate"]["clips annotated"] == clips and stages["annotate"]["answers ok"] == 3 * clips
+    assert stages["annotate"]["clips annotated"] == clips
+    # every agent answered every clip: with a label, or abstaining where its modality was absent
+    assert stages["annotate"]["answers ok"] + stages["annotate"].get("answers abstained", 0) == 3 * clips
     assert stages["judge"]["clips"] == clips and sum(summary["routes"].values()) == clips
     assert all(data["seconds"] >= 0 for data in stages.values())
     assert stages["preprocess"]["time per part"]["asr"] > 0
