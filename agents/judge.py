@@ -733,21 +733,13 @@ def _measured(feature: str, facts: ClipFacts, start: float, end: float) -> tuple
 def _measure(feature: str, facts: ClipFacts, start: float, end: float) -> tuple[list[float], str]:
     whole = facts.is_whole(start, end)
     values: list[float] = []
-    if feature.startswith("AU"):
+    if feature.startswith(("AU", "expr_")):  # AU estimates; expression-model probability of a concept
         if not facts.has_visual:
             return [], "no face was analysed in the clip"
-        if whole and feature in facts.faces.mean_aus:
-            values.append(facts.faces.mean_aus[feature])
-        window = facts.window_mean(feature, start, end)
-        if window is not None:
-            values.append(window)
-        return values, "" if values else f"no {feature} estimate in {_span_text(start, end)}"
-    if feature.startswith("expr_"):  # expression-model probability of a concept (timeline column expr_<concept>)
-        if not facts.has_visual:
-            return [], "no face was analysed in the clip"
-        concept = feature[5:]
-        if whole and concept in facts.faces.mean_expression:
-            values.append(facts.faces.mean_expression[concept])
+        summary = (facts.faces.mean_aus.get(feature) if feature.startswith("AU")
+                   else facts.faces.mean_expression.get(feature[5:]))
+        if whole and summary is not None:
+            values.append(summary)
         window = facts.window_mean(feature, start, end)
         if window is not None:
             values.append(window)
