@@ -43,23 +43,38 @@ def default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
+def math_thread_environment() -> dict[str, str]:
+    """The OpenMP / MKL / OpenBLAS thread counts of this process (all cores where unset),
+    for worker processes, so that their numbers equal a local run's."""
+    cores = str(os.cpu_count() or 1)
+    return {name: os.environ.get(name, cores) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+
+
 def make_task_runner(name: str, workers: int = 0, address: str = ""):
     """The Prefect task runner for `name` ('dask' or 'ray'); None for 'local'."""
     if name not in TASK_RUNNERS:
         raise ConfigError(f"--task-runner must be one of {', '.join(TASK_RUNNERS)}, not {name!r}")
     workers = workers or default_workers()
     if name == "dask":
+        import dask
         from prefect_dask import DaskTaskRunner
 
         if address:
             return DaskTaskRunner(address=address)
+        # Workers inherit this process's math-library thread settings: Dask's nanny sets
+        # OMP_NUM_THREADS=1 by default, and CTranslate2's int8 results (Whisper word and
+        # language probabilities) change with it, so a Dask run would differ from a local one.
+        dask.config.set({"distributed.nanny.pre-spawn-environ": dict(
+            dask.config.get("distributed.nanny.pre-spawn-environ", {}), **math_thread_environment())})
         # one single-threaded process per worker: the stages use their own threads
         return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
                                               "dashboard_address": None})
     if name == "ray":
         from prefect_ray import RayTaskRunner
 
-        init = {"include_dashboard": False, "log_to_driver": False}
+        # as for Dask: Ray also sets OMP_NUM_THREADS=1 in its workers unless told otherwise
+        init = {"include_dashboard": False, "log_to_driver": False,
+                "runtime_env": {"env_vars": math_thread_environment()}}
         if not address:
             init["num_cpus"] = workers
         return RayTaskRunner(address=address or None, init_kwargs=init)

@@ -413,7 +413,10 @@ def transcribe_clips(samples: np.ndarray, spans: Sequence[tuple[float, float]], 
     not an error; a model that cannot load raises AsrModelError.
     """
     model_path, model_name = resolve_model(config)
-    whisper = load_model(model_path, config.compute_type, config.threads)
+    # threads 0 means all cores, counted here: CTranslate2's own default follows OMP_NUM_THREADS, which
+    # Dask and Ray workers set to 1, and int8 results change with the thread count (a Dask run then
+    # differs from a local one in the third decimal of word and language probabilities)
+    whisper = load_model(model_path, config.compute_type, config.threads or (os.cpu_count() or 1))
     samples = samples.astype(np.float32, copy=False)
     spans = [(float(s), float(e)) for s, e in spans]
     # A lone clip is the window (same samples, so the encoder passes are shared).

@@ -489,7 +489,7 @@ language = ""
 translate = true
 compute_type = "int8"
 beam_size = 1
-# CPU threads for ASR; 0: all cores.
+# CPU threads for ASR; 0: all cores (os.cpu_count(), also inside Dask/Ray workers).
 threads = 0
 
 [diarization]
