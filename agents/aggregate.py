@@ -577,7 +577,6 @@ class ConsensusTable:
     n_abstained: np.ndarray  # answers that had nothing to judge
     n_agreeing: np.ndarray  # valid answers whose label is the chosen one
     annotator_ids: list[str]
-    agreeing_confidence: np.ndarray  # (n, W) an agreeing answer's own soft vote for the label; NaN elsewhere
     s_final_agreeing: np.ndarray  # mean S_final of valid answers whose label is the chosen one; NaN: none scored
     injection: np.ndarray
     injection_reason: list[str]
@@ -776,9 +775,6 @@ def consensus_table(table: AnnotationTable, aggregation: str = "weighted",
         n_invalid=(table.state == INVALID).sum(axis=1), n_answers=(table.state != ABSENT).sum(axis=1),
         n_abstained=(table.state == ABSTAINED).sum(axis=1), n_agreeing=agreeing.sum(axis=1),
         annotator_ids=table.annotator_ids, agreeing_precision=agreeing_precision,
-        agreeing_confidence=np.where(agreeing, np.take_along_axis(
-            table.soft, np.maximum(label, 0)[:, None, None].repeat(table.soft.shape[1], axis=1), axis=2)[:, :, 0]
-            if k else np.nan, np.nan),
         s_final_agreeing=s_final_agreeing, injection=table.injection, injection_reason=table.injection_reason,
         intensity=_weighted_mean(table.intensity, weights), valence=_weighted_mean(table.valence, weights),
         arousal=_weighted_mean(table.arousal, weights), multi_label=table.multi_label, dawid_skene=ds)

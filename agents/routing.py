@@ -180,10 +180,9 @@ def route_many(consensus: ConsensusTable, config: RouteConfig,
     best_agent = threshold = None
     if calibration is not None:
         per_answer = consensus.agreeing_precision
-        if per_answer is None:  # a table aggregated without this calibration: nothing vouched
-            per_answer = np.full(consensus.agreeing_confidence.shape, np.nan)
-        have = ~np.isnan(per_answer)
-        best_agent = np.where(have.any(axis=1), np.max(np.where(have, per_answer, -1.0), axis=1), np.nan)
+        if per_answer is not None:  # None: a table aggregated without this calibration vouches for nobody
+            have = ~np.isnan(per_answer)
+            best_agent = np.where(have.any(axis=1), np.max(np.where(have, per_answer, -1.0), axis=1), np.nan)
         if calibration.consensus is not None:
             threshold = calibration.consensus.threshold
     routes, reasons = _route_arrays(
