@@ -188,9 +188,25 @@ class IsotonicMap:
         return np.interp(conf, self.x, self.y)
 
     @classmethod
-    def fit(cls, conf, correct) -> "IsotonicMap":
-        fitted = fit_calibration(conf, correct).model
-        return cls(tuple(float(v) for v in fitted.X_thresholds_), tuple(float(v) for v in fitted.y_thresholds_))
+    def fit(cls, conf, correct, smoothed: bool = False) -> "IsotonicMap":
+        """Isotonic regression of `correct` on `conf`. `smoothed`: each constant block of the
+        fit says (hits + 1) / (n + 2) instead of hits / n (Laplace's rule of succession),
+        then made monotone again (running maximum): a block of three right answers at
+        the top says 0.80, not 1.00, so a map fitted on few labelled clips does not
+        promise certainty it has not seen."""
+        conf, correct_f = _pairs(conf, correct)
+        fitted = fit_calibration(conf, correct_f).model
+        x = np.asarray(fitted.X_thresholds_, dtype=float)
+        y = np.asarray(fitted.y_thresholds_, dtype=float)
+        if smoothed and y.size:
+            fitted_values = fitted.predict(conf)
+            for value in np.unique(y):
+                block = np.isclose(fitted_values, value, rtol=0, atol=1e-12)
+                n = int(block.sum())
+                if n:
+                    y[np.isclose(y, value, rtol=0, atol=1e-12)] = (float(correct_f[block].sum()) + 1.0) / (n + 2.0)
+            y = np.maximum.accumulate(y)
+        return cls(tuple(float(v) for v in x), tuple(float(v) for v in y))
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -237,6 +253,11 @@ def _curve_dict(curve: ReliabilityCurve) -> dict:
     clean = lambda values: [None if not np.isfinite(v) else round(float(v), 4) for v in values]  # noqa: E731
     return {"edges": clean(curve.edges), "confidence": clean(curve.confidence), "accuracy": clean(curve.accuracy),
             "count": [int(c) for c in curve.count]}
+
+
+# 2: the consensus confidence is the consensus map applied to the best agreeing answer's
+# precision, and the threshold is on that scale (1 had the threshold on the raw scale)
+CALIBRATION_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -297,6 +318,11 @@ class WorkspaceCalibration:
         best = np.where(finite.any(axis=1), np.max(np.where(finite, precision, -1.0), axis=1), np.nan)
         picked = post[np.arange(len(label)), np.maximum(label, 0)]
         confidence = np.where(has, np.where(np.isnan(best), picked, best), 0.0)
+        if self.consensus is not None and self.consensus.precision.x:
+            # the consensus map: how often a CONSENSUS this confident was right on the labelled
+            # clips (an agent's precision at its own confidence overstates the consensus where
+            # the posterior picked another agent's label, or where the agents disagree)
+            confidence = np.where(has, self.consensus.precision(confidence), 0.0)
         return post, label, confidence, precision
 
     def posterior(self, matrix: np.ndarray, annotator_ids, soft: np.ndarray) -> np.ndarray:
@@ -340,12 +366,18 @@ class WorkspaceCalibration:
                          else c.threshold_precision,
                          "threshold_interval": [None if not math.isfinite(v) else v for v in c.threshold_interval],
                          "threshold_coverage": c.threshold_coverage, "curve": c.curve}
-        return {"version": 1, "labels": list(self.labels), "target_precision": self.target_precision,
+        return {"version": CALIBRATION_VERSION, "labels": list(self.labels), "target_precision": self.target_precision,
                 "prior": list(self.prior), "agents": {k: agent_json(v) for k, v in self.agents.items()},
                 "consensus": consensus, "provenance": self.provenance}
 
     @classmethod
     def from_json(cls, data: dict) -> "WorkspaceCalibration":
+        version = data.get("version") if isinstance(data, dict) else None
+        if version is None:
+            raise CalibrationError("calibration file is malformed (no version); run `merforge calibrate` again")
+        if version != CALIBRATION_VERSION:
+            raise CalibrationError(f"calibration file version {version!r} is not {CALIBRATION_VERSION} (its threshold "
+                                   "is on another confidence scale); run `merforge calibrate` again")
         try:
             agents = {name: AgentCalibration(
                 annotator_id=name, n=int(a["n"]), abstained=int(a["abstained"]), accuracy=float(a["accuracy"]),
@@ -438,16 +470,17 @@ def fit_workspace_calibration(matrix: np.ndarray, soft: np.ndarray, state_abstai
     if has.sum() >= 2:
         conf = confidence[has]
         correct = label[has] == truth[has]
-        precision = IsotonicMap.fit(conf, correct)
-        threshold = threshold_for_precision(conf, correct, target_precision)
-        accepted = conf >= threshold.threshold
+        precision = IsotonicMap.fit(conf, correct, smoothed=True)
+        mapped = precision(conf)  # what `decide` reports from now on; the threshold lives on this scale
+        threshold = threshold_for_precision(mapped, correct, target_precision)
+        accepted = mapped >= threshold.threshold
         interval = wilson_interval(int(correct[accepted].sum()), int(accepted.sum()))
         calibration = WorkspaceCalibration(
             labels=calibration.labels, target_precision=target_precision, prior=prior, agents=agents,
             consensus=ConsensusCalibration(
                 n=int(has.sum()), accuracy=float(correct.mean()),
                 ece_before=float(expected_calibration_error(conf, correct)),
-                ece_after=float(expected_calibration_error(precision(conf), correct)), precision=precision,
+                ece_after=float(expected_calibration_error(mapped, correct)), precision=precision,
                 threshold=threshold.threshold, threshold_precision=threshold.precision,
                 threshold_interval=interval, threshold_coverage=threshold.coverage,
                 curve=_curve_dict(reliability_curve(conf, correct))),

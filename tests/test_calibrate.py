@@ -91,3 +91,57 @@ def test_fit_counts_abstentions_stores_provenance_and_round_trips(tmp_path):
     (ws.root / CALIBRATION_FILE).write_text(json.dumps(other))
     with pytest.raises(CalibrationError, match="run `merforge calibrate` again"):
         load_calibration(ws)
+
+
+def test_smoothed_map_does_not_promise_certainty_from_three_clips():
+    conf = np.array([0.3, 0.35, 0.4, 0.45, 0.5, 0.9, 0.95, 0.97])
+    correct = np.array([0, 1, 0, 0, 1, 1, 1, 1], dtype=bool)
+    assert IsotonicMap.fit(conf, correct)(0.96) == pytest.approx(1.0)
+    smoothed = IsotonicMap.fit(conf, correct, smoothed=True)
+    assert smoothed(0.96) == pytest.approx((4 + 1) / (4 + 2))  # the top block: 4 right of 4 (0.5 joins it)
+    values = smoothed(np.linspace(0, 1, 101))
+    assert np.all(np.diff(values) >= -1e-12)
+
+
+def _labelled_answers(n: int, seed: int) -> tuple[dict, dict]:
+    """Two agents: a sure, mostly right acoustic one and a weak visual one."""
+    rng = np.random.default_rng(seed)
+    answers, truth = {}, {}
+    for i in range(n):
+        clip, true = f"c{i}", EKMAN.labels[i % 7]
+        p = float(rng.uniform(0.3, 0.95))
+        guess = true if rng.random() < p else EKMAN.labels[(i + 3) % 7]
+        weak = true if rng.random() < 0.4 else EKMAN.labels[(i + 1) % 7]
+        answers[clip] = [_answer(clip, "acoustic", guess, p), _answer(clip, "visual", weak, 0.5)]
+        truth[clip] = true
+    return answers, truth
+
+
+def test_consensus_confidence_is_on_the_consensus_maps_scale_and_so_is_its_threshold():
+    from merforge.agents.aggregate import build_consensus
+    from merforge.storage.config import RouteConfig
+
+    answers, truth = _labelled_answers(300, 2)
+    calibration = fit_from_annotations(answers, truth, EKMAN, 0.85, {"labels_file": "x.csv"})
+    consensus = build_consensus(answers, {}, EKMAN, RouteConfig(target_precision=0.85), calibration=calibration)
+    conf = np.array([consensus[c].confidence for c in answers])
+    right = np.array([consensus[c].label == truth[c] for c in answers])
+    # every reported confidence is a value of the consensus map (its breakpoints' values)
+    assert set(np.round(conf, 9)) <= set(np.round(calibration.consensus.precision.y, 9))
+    # in-sample, clips at or above the threshold are right at about the target rate
+    threshold = calibration.consensus.threshold
+    assert np.isfinite(threshold)
+    above = conf >= threshold - 1e-12
+    assert right[above].mean() >= 0.85 - 1e-9
+    assert abs(right[above].mean() - calibration.consensus.threshold_precision) < 1e-9
+    # the reported confidence is calibrated in-sample: ECE after the map is small
+    assert calibration.consensus.ece_after <= calibration.consensus.ece_before + 1e-9
+
+
+def test_a_calibration_file_of_an_older_version_is_refused(tmp_path):
+    answers, truth = _labelled_answers(60, 3)
+    calibration = fit_from_annotations(answers, truth, EKMAN, 0.9, {"labels_file": "x.csv"})
+    ws = Workspace.init(tmp_path / "ws")
+    (ws.root / CALIBRATION_FILE).write_text(json.dumps(calibration.to_json() | {"version": 1}))
+    with pytest.raises(CalibrationError, match="version 1 is not 2"):
+        load_calibration(ws)
