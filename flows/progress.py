@@ -7,7 +7,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 class RichProgress:
-    """One bar per unit of work; `None` totals show a pulsing bar."""
+    """One bar per unit of work in progress; `None` totals show a pulsing bar.
+
+    A finished unit leaves the live table and is counted on its stage's one summary row
+    ("preprocess: 120 done", the stage being the first word of its description): on a
+    corpus of thousands of files a row per file made rich re-render a table of thousands
+    of rows ten times a second, which took most of the CPU of `merforge run`."""
 
     def __init__(self, console: Console | None = None, unit: str = ""):
         self._progress = Progress(
@@ -20,6 +25,7 @@ class RichProgress:
             transient=False,
         )
         self._task = None
+        self._done: dict[str, tuple[int, int, float]] = {}  # stage -> (summary row's task id, units, steps)
 
     def __enter__(self) -> "RichProgress":
         self._progress.start()
@@ -36,8 +42,17 @@ class RichProgress:
             self._progress.advance(self._task, amount)
 
     def finish(self) -> None:
-        if self._task is not None:
-            task = self._progress.tasks[self._task]
-            if task.total is not None:
-                self._progress.update(self._task, completed=task.total)
-            self._task = None
+        if self._task is None:
+            return
+        task = next((t for t in self._progress.tasks if t.id == self._task), None)
+        self._task = None
+        if task is None:
+            return
+        self._progress.remove_task(task.id)
+        stage = task.description.split(" ", 1)[0] or "work"
+        row, count, steps = self._done.get(stage, (None, 0, 0.0))
+        if row is None:
+            row = self._progress.add_task("", total=1)
+        count, steps = count + 1, steps + (task.total if task.total is not None else task.completed)
+        self._done[stage] = (row, count, steps)
+        self._progress.update(row, description=f"{stage}: {count} done", total=steps or 1, completed=steps or 1)
