@@ -119,29 +119,22 @@ def sample_one(workspace_dir: str, source_id: str) -> dict:
         return asdict(sample_source(workspace, source, current_progress()))
 
 
-def plan_preprocessing(workspace_dir: str, force: bool) -> tuple[dict[str, list[str]], int]:
-    from merforge.preprocess.features import needs_preprocessing
-
-    plan: dict[str, list[str]] = {}
-    skipped = 0
-    with _workspace(workspace_dir) as workspace:
-        for clip in workspace.store.iter_clips():
-            if force or needs_preprocessing(workspace, clip):
-                plan.setdefault(clip.source_id, []).append(clip.id)
-            else:
-                skipped += 1
-    return plan, skipped
-
-
-def preprocess_one(workspace_dir: str, source_id: str, clip_ids: list[str]) -> dict:
-    from merforge.preprocess.features import preprocess_source
+def plan_preprocessing(workspace_dir: str, force: bool) -> tuple[list[list[tuple[str, list[str]]]], list[str]]:
+    """Groups of (source id, clip ids) to preprocess (`preprocess.features.plan_groups`:
+    a long source alone, short ones together) and the ids of the current clips."""
+    from merforge.preprocess.features import plan_groups
 
     with _workspace(workspace_dir) as workspace:
-        source = workspace.store.get_source(source_id)
-        wanted = set(clip_ids)
-        clips = [c for c in workspace.store.clips(source_id) if c.id in wanted]
+        return plan_groups(workspace, force)
+
+
+def preprocess_one(workspace_dir: str, group: list[tuple[str, list[str]]]) -> dict:
+    from merforge.preprocess.features import preprocess_group
+
+    with _workspace(workspace_dir) as workspace:
         timings: dict[str, float] = {}
-        outcomes = preprocess_source(workspace, source, clips, current_progress(), timings)
+        outcomes = preprocess_group(workspace, [(source_id, list(clip_ids)) for source_id, clip_ids in group],
+                                    current_progress(), timings)
     return {"outcomes": [asdict(o) for o in outcomes], "timings": timings}
 
 
@@ -353,9 +346,8 @@ def _sample(workspace_dir: str, force: bool, runner: Runner, summary: RunSummary
 
 
 def _preprocess(workspace_dir: str, force: bool, runner: Runner, summary: RunSummary) -> dict:
-    plan, skipped = plan_preprocessing(workspace_dir, force)
-    results = runner.each("preprocess", preprocess_one,
-                          [(workspace_dir, source_id, clip_ids) for source_id, clip_ids in plan.items()])
+    groups, skipped = plan_preprocessing(workspace_dir, force)
+    results = runner.each("preprocess", preprocess_one, [(workspace_dir, group) for group in groups])
     outcomes = [o for r in results for o in r["outcomes"]]
     timings: Counter = Counter()
     for result in results:
@@ -363,7 +355,7 @@ def _preprocess(workspace_dir: str, force: bool, runner: Runner, summary: RunSum
     states = Counter(o["state"] for o in outcomes)
     summary.failures += [{"stage": "preprocess", "item": f"{o['source_path']} clip {o['clip_id'][:12]}",
                           "reason": o["reason"]} for o in outcomes if o["state"] == "failed"]
-    return {"clips done": states["done"], "unchanged": skipped + states["skipped"], "failed": states["failed"],
+    return {"clips done": states["done"], "unchanged": len(skipped) + states["skipped"], "failed": states["failed"],
             "time per part": {k: round(v, 2) for k, v in sorted(timings.items())}}
 
 

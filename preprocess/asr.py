@@ -31,9 +31,10 @@ the window is decoded in that language. How that applies to the clips:
 - otherwise (an unsure window, a clip with no words, or three or more words the
   recogniser doubts, as when one clip is in another language: Italian then English in
   one window is heard as Italian at 0.996 and the English clip gets no words) the clip
-  is identified on its own speech. The same language confirms the window's (its
-  probability stands); another language becomes the clip's, with its own probability,
-  and the clip is decoded alone in it.
+  is identified on its own speech. The same language confirms the window's, and the
+  clip keeps the higher of the two probabilities (a window that mixes files in two
+  languages is identified unsurely, each file alone surely); another language becomes
+  the clip's, with its own probability, and the clip is decoded alone in it.
 A clip with no speech gets language "" and probability 0. A language set in
 `asr.language`, or an English-only model, applies to every clip with probability 1.0
 (given, not detected).
@@ -458,7 +459,9 @@ def _window_transcripts(whisper, samples: np.ndarray, audios: list[np.ndarray], 
             elif own[0] != languages[i][0]:  # another language: the clip's own, decoded alone in it
                 clip_words[i] = _split_words(_decode(whisper, audio, config, own[0], s)[0], [(s, e)])[0]
                 languages[i] = own
-            # the same language: confirmed; the window's probability stands (it heard more speech)
+            else:  # the same language, confirmed: the surer of the two probabilities (a window of several files
+                # in several languages is identified unsurely, while each clip alone may be clear)
+                languages[i] = max(languages[i], own, key=lambda found: found[1])
 
     transcripts = []
     for audio, words, (language, probability) in zip(audios, clip_words, languages):

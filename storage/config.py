@@ -113,6 +113,9 @@ class AsrConfig(_Section):
     compute_type: str = "int8"
     beam_size: int = Field(1, ge=1, le=10)
     threads: int = Field(0, ge=0, le=64)
+    pack_seconds: float = Field(24.0, ge=0, le=29, description="short files (speech clips adding up to at most this "
+                                "many seconds) are transcribed several at a time in shared windows of this length, "
+                                "the language detected per window and re-checked per clip; 0: each file alone")
 
     @field_validator("model")
     @classmethod
@@ -491,6 +494,11 @@ compute_type = "int8"
 beam_size = 1
 # CPU threads for ASR; 0: all cores (os.cpu_count(), also inside Dask/Ray workers).
 threads = 0
+# Short files (speech clips adding up to at most this many seconds, e.g. a corpus of
+# utterances) are transcribed several at a time in shared windows of this length: one
+# Whisper encoder pass for several files. The language is detected per window and re-checked
+# per clip where its words come out unsure. 0: every file alone (a mixed-language corpus).
+pack_seconds = 24.0
 
 [diarization]
 # "resemblyzer" (offline default) or "pyannote" (pyannote.audio 4 pipeline; optional extra).

@@ -134,3 +134,78 @@ def test_rerun_skips_and_a_broken_clip_does_not_stop_the_others(processed, monke
     assert report.count("failed") == 1 and report.count("done") == ws.store.count_clips() - 1
     (failure,) = ws.store.statuses("preprocess", StageState.FAILED)
     assert "simulated failure" in failure.reason
+
+
+def _words(features) -> set[str]:
+    return {w.text.strip(".,!?").lower() for w in features.transcript.words}
+
+
+def test_short_files_share_asr_windows_and_keep_their_own_words(tmp_path, data, monkeypatch):
+    """A corpus of short files (jfk.flac in English and four German utterances of
+    pyAudioAnalysis's emotional speech) is transcribed in shared windows: fewer ASR calls,
+    and each file's clips keep their own words, times and language as when each file is
+    transcribed alone (asr.pack_seconds = 0)."""
+    from merforge.preprocess import asr
+    from merforge.storage.workspace import Workspace
+
+    files = [data / "whisper" / "jfk.flac"] + [data / "speech_emotion" / f"{i:02d}.wav" for i in (0, 2, 6, 9)]
+    real = asr.transcribe_clips
+    results = {}
+    for pack in (24.0, 0.0):
+        ws = Workspace.init(tmp_path / f"ws-{pack}")
+        ws.config = ws.config.model_copy(update={"asr": ws.config.asr.model_copy(update={"pack_seconds": pack})})
+        ingest(ws, files)
+        sample_sources(ws)
+        calls = []
+        monkeypatch.setattr(asr, "transcribe_clips", lambda *a, **k: calls.append(len(a[1])) or real(*a, **k))
+        report = preprocess_sources(ws)
+        assert report.count("failed") == 0, [o.reason for o in report.outcomes]
+        by_file = {}
+        for source in ws.store.sources():
+            for clip in ws.store.clips(source.id):
+                f = ws.store.get_features(clip.id)
+                for word in f.transcript.words:
+                    assert clip.start - 1e-3 <= word.start <= word.end <= clip.end + 1e-3
+                by_file.setdefault(Path(source.path).name, []).append(f)
+        results[pack] = (calls, by_file)
+        ws.close()
+
+    packed_calls, packed = results[24.0]
+    alone_calls, alone = results[0.0]
+    # 7 speech clips, 24 s of speech: two shared windows instead of one call per file
+    assert len(alone_calls) == 5 and len(packed_calls) == 2 and sum(packed_calls) == sum(alone_calls) == 7
+    for name in alone:
+        mine, theirs = set().union(*map(_words, packed[name])), set().union(*map(_words, alone[name]))
+        assert len(mine & theirs) >= 0.7 * len(mine | theirs), (name, mine, theirs)
+        expected = "en" if name == "jfk.flac" else "de"
+        for f in packed[name]:
+            if f.transcript.words:
+                assert f.transcript.language == expected
+                # its own when the mixed window was unsure; jfk's two-word "ask not" alone is 0.61
+                assert f.transcript.language_probability >= (0.8 if len(f.transcript.words) > 2 else 0.6)
+                assert bool(f.transcript.translation) == (expected != "en")
+    jfk = " ".join(w for f in packed["jfk.flac"] for w in [f.transcript.text.lower()])
+    assert "fellow americans" in jfk and "your country" in jfk
+
+
+def test_plan_groups_keeps_long_sources_alone_and_packs_short_ones(tmp_path, data):
+    from merforge.preprocess.features import plan_groups
+    from merforge.storage.workspace import Workspace
+
+    ws = Workspace.init(tmp_path / "ws")
+    try:
+        ingest(ws, [data / "ami_debug" / "dev00.wav", data / "whisper" / "jfk.flac"]
+               + [data / "speech_emotion" / f"{i:02d}.wav" for i in range(12)])
+        sample_sources(ws)
+        groups, skipped = plan_groups(ws)
+        assert skipped == []
+        ami = next(s.id for s in ws.store.sources() if s.path.endswith("dev00.wav"))
+        assert [ami] in [[source for source, _ in group] for group in groups]  # 30 s of clips: alone
+        short = [group for group in groups if ami not in [source for source, _ in group]]
+        assert len(short) == 1 and len(short[0]) == 13  # jfk and the twelve utterances fill under 4 windows
+        planned = sorted(c for group in groups for _, clips in group for c in clips)
+        assert planned == sorted(c.id for c in ws.store.clips())
+        ws.config = ws.config.model_copy(update={"asr": ws.config.asr.model_copy(update={"pack_seconds": 0.0})})
+        assert all(len(group) == 1 for group in plan_groups(ws)[0])
+    finally:
+        ws.close()
