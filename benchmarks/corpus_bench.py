@@ -153,8 +153,11 @@ def run(inputs: list[Path], work: Path, pack_seconds: float | None = None) -> tu
     return seconds, json.loads(summary_path.read_text()), usage.ru_maxrss / 1024
 
 
-def report(name: str, media: float, seconds: float, summary: dict, peak: float) -> None:
+def report(name: str, seconds: float, summary: dict, peak: float) -> float:
+    """Print one run's figures; returns its media seconds (what sampling read: a file whose
+    content repeats another's is ingested once, so it is not counted)."""
     stages = summary["stages"]
+    media = stages["sample"]["media seconds"]
     print(f"\n{name}: {media:.0f} s of media in {seconds:.1f} s wall ({media / seconds:.2f}x real time), "
           f"peak RSS {peak:.0f} MiB")
     for stage, data in stages.items():
@@ -164,6 +167,7 @@ def report(name: str, media: float, seconds: float, summary: dict, peak: float) 
         print("  preprocess parts: " + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(parts.items(), key=lambda kv: -kv[1])))
     if summary.get("failures"):
         print(f"  failures: {len(summary['failures'])} (first: {summary['failures'][0]})")
+    return media
 
 
 def main() -> None:
@@ -190,15 +194,14 @@ def main() -> None:
     try:
         if args.long:
             samples = sorted(p for p in (ROOT / "samples").iterdir() if p.suffix in (".mp4", ".flac", ".wav"))
-            long_media = sum(_duration(p) for p in samples)
             seconds, summary, peak = run(samples, work / "long")
-            report(f"bundled long media ({len(samples)} files)", long_media, seconds, summary, peak)
+            report(f"bundled long media ({len(samples)} files)", seconds, summary, peak)
         if args.naive:
             naive, naive_summary, naive_peak = run([folder / i["path"] for i in items], work / "naive", 0.0)
             report(f"corpus of {len(items)} short files, each file transcribed alone (asr.pack_seconds = 0)",
-                   media, naive, naive_summary, naive_peak)
+                   naive, naive_summary, naive_peak)
         seconds, summary, peak = run([folder / i["path"] for i in items], work / "corpus")
-        report(f"corpus of {len(items)} short files", media, seconds, summary, peak)
+        media = report(f"corpus of {len(items)} short files", seconds, summary, peak)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.naive:

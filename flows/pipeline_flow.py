@@ -30,17 +30,13 @@ from prefect.futures import as_completed
 
 from merforge.errors import ConfigError
 from merforge.flows import pipeline
-from merforge.flows.pipeline import TASK_RUNNERS, Runner, run_pipeline, workspace_lock
+from merforge.flows.pipeline import TASK_RUNNERS, Runner, default_workers, run_pipeline, workspace_lock
 
 _TASKS = {
     function.__name__: task(function, name=function.__name__.replace("_", "-"), cache_policy=NO_CACHE)
     for function in (pipeline.ingest_inputs, pipeline.sample_one, pipeline.preprocess_one, pipeline.annotate_batch,
                      pipeline.judge_all, pipeline.report_all)
 }
-
-
-def default_workers() -> int:
-    return max(1, min(os.cpu_count() or 1, 8))
 
 
 def math_thread_environment() -> dict[str, str]:

@@ -29,7 +29,9 @@ TaskRunnerOption = Annotated[str, typer.Option(
          "cluster, or the scheduler at --address) or 'ray' (a local Ray instance, or the cluster at --address). "
          "Needs --engine prefect.")]
 WorkersOption = Annotated[int, typer.Option(
-    "--workers", min=0, help="Worker processes of a local Dask cluster or Ray instance; 0: one per core (at most 8).")]
+    "--workers", min=0, help="Worker processes: with --engine library, for sampling and preprocessing when a run "
+                             "has 8 or more files (or groups of short files) to work; with Dask or Ray, of the local "
+                             "cluster. 0: one per core (at most 8); 1: everything in this process.")]
 AddressOption = Annotated[str, typer.Option(
     "--address", help="A running Dask scheduler (tcp://host:8786) or Ray cluster (ray://host:10001) to use "
                       "instead of starting a local one.")]
@@ -44,7 +46,7 @@ def execute(workspace: Path, inputs: list[Path], engine: str, task_runner: str, 
             force: bool, quiet: bool = False) -> dict:
     """Run the pipeline under the chosen engine; returns the summary as a dict. Raises MerforgeError."""
     from merforge.flows import cli
-    from merforge.flows.pipeline import Runner, progress_bridge, run_pipeline, workspace_lock
+    from merforge.flows.pipeline import PoolRunner, default_workers, progress_bridge, run_pipeline, workspace_lock
     from merforge.flows.progress import RichProgress
 
     cli._check_engine(engine)
@@ -58,8 +60,8 @@ def execute(workspace: Path, inputs: list[Path], engine: str, task_runner: str, 
         progress_bridge["progress"] = progress
         try:
             if engine == "library":
-                with workspace_lock(root):
-                    return run_pipeline(root, [str(p) for p in inputs], force, Runner()).as_dict()
+                with workspace_lock(root), PoolRunner(workers or default_workers()) as runner:
+                    return run_pipeline(root, [str(p) for p in inputs], force, runner).as_dict()
             cli._prefect_environment()
             if not os.environ.get("PREFECT_API_URL"):
                 output.print("starting Prefect's embedded server (about 10-30 s; set PREFECT_API_URL to use a running one)...")

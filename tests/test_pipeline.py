@@ -154,3 +154,45 @@ def test_one_clips_failure_never_blocks_the_others(ws, data, tmp_path, monkeypat
     clips = summary["stages"]["sample"]["new clips"]
     assert summary["stages"]["preprocess"]["clips done"] == clips - 1
     assert summary["stages"]["annotate"]["clips annotated"] == clips - 1
+
+
+def _sample_with(runner, root, files):
+    from merforge.flows.pipeline import plan_sampling, sample_one
+    from merforge.preprocess.ingest import ingest
+    from merforge.storage.workspace import Workspace
+
+    ws = Workspace.init(root)
+    ingest(ws, files)
+    ws.close()
+    todo, _ = plan_sampling(str(root), False)
+    outcomes = runner.each("sample", sample_one, [(str(root), source_id) for source_id in todo])
+    ws = Workspace.open(root)
+    try:
+        by_file = {}
+        for source in ws.store.sources():
+            status = ws.store.get_status(source.id, "sample")
+            by_file[source.path.rsplit("/", 1)[-1]] = ([(c.start, c.end) for c in ws.store.clips(source.id)],
+                                                      status.details.get("speech"))
+        return outcomes, by_file
+    finally:
+        ws.close()
+
+
+def test_a_corpus_is_sampled_in_worker_processes_with_the_same_results(tmp_path, data):
+    from merforge.flows.pipeline import PoolRunner, Runner
+
+    files = [data / "speech_emotion" / f"{i:02d}.wav" for i in range(10)]
+    _, alone = _sample_with(Runner(), tmp_path / "one", files)
+    with PoolRunner(2) as pool:
+        outcomes, pooled = _sample_with(pool, tmp_path / "two", files)
+    assert [o["state"] for o in outcomes] == ["done"] * 10  # in the order the items were given
+    assert pooled == alone and len(alone) == 10
+
+
+def test_an_error_in_a_worker_process_stops_the_stage_with_its_message(tmp_path):
+    from merforge.errors import MerforgeError
+    from merforge.flows.pipeline import PoolRunner, sample_one
+
+    missing = str(tmp_path / "no-workspace")
+    with PoolRunner(2) as pool, pytest.raises(MerforgeError, match="no-workspace"):
+        pool.each("sample", sample_one, [(missing, f"source{i}") for i in range(PoolRunner.MIN_POOLED)])
