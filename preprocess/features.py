@@ -423,10 +423,14 @@ def preprocess_source(workspace: Workspace, source: Source, clips: list[Clip], p
         turns: list[SpeakerTurn] = []
         if speech:
             with _timed(timings, "diarization"):
-                turns = diarization.diarize(samples, [tuple(s) for s in speech], config.diarization)
-            provenance["diarization"] = Provenance(backend=config.diarization.backend,
-                                                   model=_diarization_model(config.diarization),
-                                                   config_hash=config.section_hash("diarization"))
+                # once per source, so a speaker keeps its label in every clip; too little
+                # speech to tell speakers apart is all S1, with the reason in the note
+                diarized = diarization.diarize_speech(samples, [tuple(s) for s in speech], config.diarization)
+            turns = diarized.turns
+            model = "" if diarized.skipped_reason else _diarization_model(config.diarization)
+            provenance["diarization"] = Provenance(backend=config.diarization.backend, model=model,
+                                                   config_hash=config.section_hash("diarization"),
+                                                   note=diarized.skipped_reason)
         with _timed(timings, "prosody track"):
             track = prosody.prosody_track(samples, config.prosody) if samples.size else None
         prosody_times = (np.asarray(track.times) if track is not None else np.zeros(0))

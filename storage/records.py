@@ -30,6 +30,7 @@ class Provenance(_Record):
     version: str = ""
     config_hash: str = ""
     created_at: datetime = Field(default_factory=utc_now)
+    note: str = ""  # plain words for the curator, e.g. why a step did not run
 
 
 class SourceStatus(StrEnum):
