@@ -61,6 +61,7 @@ _ANSWER = pa.struct([("annotator_id", pa.string()), ("model", pa.string()), ("pr
                      ("s_reason", pa.float64()), ("s_cot", pa.float64()), ("s_final", pa.float64())])
 _REVIEW = pa.struct([("reviewer", pa.string()), ("decision", pa.string()), ("label", pa.string()),
                      ("blind", pa.bool_())])
+_SPEAKER = pa.struct([("speaker", pa.string()), ("seconds", pa.float64())])
 
 FIELDS: tuple[tuple[str, pa.DataType, str, bool], ...] = (
     ("id", pa.string(), "clip id: sha256 of source id and clip range (first 24 hex digits)", False),
@@ -75,6 +76,8 @@ FIELDS: tuple[tuple[str, pa.DataType, str, bool], ...] = (
     ("media", pa.string(), "cut clip media, relative to the release folder (empty when not cut)", False),
     ("keyframes", pa.list_(pa.string()), "key-frame images, relative to the release folder", False),
     ("transcript", pa.string(), "ASR transcript of the clip", False),
+    ("speakers", pa.list_(_SPEAKER), "diarized speakers heard in the clip: label (S1, S2, ...; a speaker keeps its "
+     "label in every clip of a source) and seconds spoken in the clip", False),
     ("label", pa.string(), "final primary emotion label", True),
     ("labels", pa.list_(pa.string()), "final multi-label set (includes label)", True),
     ("label_status", pa.string(), "reviewed, auto-accepted or unreviewed (marked)", True),
@@ -365,11 +368,24 @@ def _load_rows(store: Any) -> dict[str, Any]:
                                                   .order_by(t.reviews.c.created_at, t.reviews.c.id)):
             reviews[clip_id].append(_json(record))
         transcripts: dict[str, str] = {}
+        speakers: dict[str, list[dict]] = {}
         for clip_id, record in connection.execute(sa.select(t.clip_features.c.clip_id,
                                                             raw(t.clip_features.c.record))):
-            transcripts[clip_id] = ((_json(record) or {}).get("transcript") or {}).get("text", "")
+            features = _json(record) or {}
+            transcripts[clip_id] = (features.get("transcript") or {}).get("text", "")
+            speakers[clip_id] = seconds_by_speaker(features.get("speaker_turns") or ())
     return {"sources": sources, "clips": clips, "consensus": consensus, "annotations": annotations,
-            "scores": scores, "reviews": reviews, "transcripts": transcripts}
+            "scores": scores, "reviews": reviews, "transcripts": transcripts, "speakers": speakers}
+
+
+def seconds_by_speaker(turns: Iterable[Mapping[str, Any]]) -> list[dict]:
+    """[{"speaker", "seconds"}] of a clip's speaker turns (dicts with start, end, speaker;
+    seconds), in label order S1, S2, ..., S10."""
+    spoken: dict[str, float] = defaultdict(float)
+    for turn in turns:
+        spoken[turn["speaker"]] += max(0.0, float(turn["end"]) - float(turn["start"]))
+    order = sorted(spoken, key=lambda name: (len(name), name))
+    return [{"speaker": name, "seconds": round(spoken[name], 3)} for name in order]
 
 
 def _rationale(answers: list[dict], scores: Mapping[str, dict], label: str) -> tuple[str, list[dict]]:
@@ -518,7 +534,7 @@ def _build(workspace: Any, config: ReleaseConfig, version: str, out: Path, relea
             "id": clip.id, "source_id": clip.source_id, "start": float(clip.start_s), "end": float(clip.end_s),
             "duration": float(clip.end_s - clip.start_s), "origin": clip.origin, "speaker": source.speaker or "",
             "group": source.group_name or "", "license": source.license or "", "media": "", "keyframes": [],
-            "transcript": data["transcripts"].get(clip.id, ""),
+            "transcript": data["transcripts"].get(clip.id, ""), "speakers": data["speakers"].get(clip.id, []),
             "label": final.label, "labels": list(final.labels), "label_status": final.status,
             "intensity": final.intensity, "valence": final.valence, "arousal": final.arousal,
             "confidence": consensus.get("confidence"), "entropy": consensus.get("entropy"),

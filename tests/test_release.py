@@ -114,8 +114,29 @@ def test_test_labels_are_hidden_and_kept_privately(released):
 def test_parquet_fields_carry_descriptions(released):
     _, result, _ = released
     schema = pq.read_schema(result.path / "data" / "train-00000-of-00001.parquet")
-    for name in ("id", "label", "labels", "intensity", "valence", "arousal", "rationale", "evidence", "annotations"):
+    for name in ("id", "label", "labels", "intensity", "valence", "arousal", "rationale", "evidence", "annotations",
+                 "speakers"):
         assert schema.field(name).metadata[b"description"]
+
+
+def test_each_clip_lists_its_speakers_with_seconds_spoken(released):
+    """The diarized speakers of a clip (S1, S2, ...: one label per speaker across a source)
+    with the seconds each speaks in it, from the clip's speaker turns."""
+    ws, result, _ = released
+    rows = [r for split in result.counts for r in _rows(result.path, split)]
+    spoken = [r for r in rows if r["speakers"]]
+    assert spoken and any(not r["speakers"] for r in rows)  # jfk's speech clips; silent video clips
+    for row in rows:
+        turns = ws.store.get_features(row["id"]).speaker_turns
+        expected = {}
+        for turn in turns:
+            expected[turn.speaker] = expected.get(turn.speaker, 0.0) + turn.end - turn.start
+        assert [s["speaker"] for s in row["speakers"]] == sorted(expected, key=lambda n: (len(n), n))
+        for entry in row["speakers"]:
+            assert entry["seconds"] == pytest.approx(expected[entry["speaker"]], abs=1e-3)
+            assert 0 < entry["seconds"] <= row["duration"] + 1e-3
+    table = pq.read_table(result.path / "data" / "train-00000-of-00001.parquet")
+    assert table.schema.field("speakers").type.value_type.names == ["speaker", "seconds"]
 
 
 def test_media_is_cut_and_key_frames_blurred(released):
