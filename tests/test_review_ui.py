@@ -299,6 +299,8 @@ def test_clip_page_shows_media_transcript_keyframes_context_and_timeline(site):
         audio_clip = next(c for c in site.clips if not c.keyframes and c.id != site.bare_clip)
         audio_page = client.get(f"/clips/{audio_clip.id}").text
         assert "<audio" in audio_page
+        # The transcript names the speaker where it starts and wherever it changes (jfk: S1 throughout).
+        assert audio_page.count('<span class="speaker"') == 1 and '>S1</span> <span class="word"' in audio_page
         # No face in an audio file: the visual agent's abstention is shown folded away, without a label.
         assert '<details class="annotation abstained small">' in audio_page
         assert "<strong>visual</strong> abstained: no face was analysed" in audio_page
