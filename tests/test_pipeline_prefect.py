@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -36,11 +37,20 @@ def _init(root: Path) -> Path:
     return root
 
 
-def _api(url: str, method: str = "GET", body: dict | None = None):
-    request = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read() or b"null")
+def _api(url: str, method: str = "GET", body: dict | None = None, attempts: int = 6):
+    """One Prefect REST call. A 503 is retried (at most `attempts` times, 2 s apart): on a
+    busy machine the server's SQLite database answers "Service Unavailable" when a write
+    waits too long, and the request's transaction is rolled back, so a retry is safe."""
+    for attempt in range(attempts):
+        request = urllib.request.Request(url, method=method, headers={"Content-Type": "application/json"},
+                                         data=json.dumps(body).encode() if body is not None else None)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as error:
+            if error.code != 503 or attempt == attempts - 1:
+                raise
+            time.sleep(2.0)
 
 
 def _wait(condition, timeout: float, what: str, interval: float = 0.5):
