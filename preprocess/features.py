@@ -68,6 +68,13 @@ ASR_JOIN_GAP = 1.0  # clips closer than this share an ASR window
 # utterance): their clips are packed, several sources together, into shared ASR windows of
 # at most that length, ASR_PACK_GAP seconds of silence apart (see `transcribe_packed`).
 ASR_PACK_GAP = 1.0
+PACK_GROUP_WINDOWS = 4  # shared ASR windows per group of short sources
+
+
+def works_alone(clip_seconds: float, config) -> bool:
+    """Whether a source with `clip_seconds` of clips to preprocess is a unit of work on its
+    own (long media) rather than packed with other short sources (`plan_groups`)."""
+    return clip_seconds > config.asr.pack_seconds
 
 
 @dataclass
@@ -277,8 +284,8 @@ def transcribe_packed(clips: list[tuple[Clip, np.ndarray]], config, timings: dic
     changes against transcribing each file alone: the language is detected on the
     window's speech (so on several files), and a clip whose words then come out unsure,
     or empty, detects its own language and is decoded alone in it (`asr` module, "Language,
-    per clip"); the language probability a clip records is the window's when its own
-    detection agreed. `clips`: (clip, its audio) in packing order."""
+    per clip"); when its own detection agrees it keeps the surer of the two probabilities.
+    `clips`: (clip, its audio) in packing order."""
     result = PackedAsr()
     windows: list[list[tuple[Clip, np.ndarray]]] = []
     length = 0.0
@@ -333,12 +340,12 @@ def plan_groups(workspace: Workspace, force: bool = False) -> tuple[list[list[tu
     groups: list[list[tuple[str, list[str]]]] = []
     packed: list[tuple[str, list[str]]] = []
     packed_seconds = 0.0
-    pack = workspace.config.asr.pack_seconds
+    config = workspace.config
     for source_id, clip_ids in by_source.items():
-        if durations[source_id] > pack:
+        if works_alone(durations[source_id], config):
             groups.append([(source_id, clip_ids)])
             continue
-        if packed and packed_seconds + durations[source_id] > PACK_GROUP_WINDOWS * pack:
+        if packed and packed_seconds + durations[source_id] > PACK_GROUP_WINDOWS * config.asr.pack_seconds:
             groups.append(packed)
             packed, packed_seconds = [], 0.0
         packed.append((source_id, clip_ids))
@@ -346,9 +353,6 @@ def plan_groups(workspace: Workspace, force: bool = False) -> tuple[list[list[tu
     if packed:
         groups.append(packed)
     return groups, skipped
-
-
-PACK_GROUP_WINDOWS = 4  # shared ASR windows per group of short sources
 
 
 def preprocess_group(workspace: Workspace, group: list[tuple[str, list[str]]], progress: Progress | None = None,
@@ -362,7 +366,7 @@ def preprocess_group(workspace: Workspace, group: list[tuple[str, list[str]]], p
     for source_id, clip_ids in group:
         wanted = set(clip_ids)
         work.append((store.get_source(source_id), [c for c in store.clips(source_id) if c.id in wanted]))
-    if len(work) == 1 and sum(c.duration for c in work[0][1]) > workspace.config.asr.pack_seconds:
+    if len(work) == 1 and works_alone(sum(c.duration for c in work[0][1]), workspace.config):
         source, clips = work[0]
         return preprocess_source(workspace, source, clips, progress, timings)
     audio: dict[str, np.ndarray] = {}
